@@ -1,0 +1,93 @@
+"""Readers turn input files into Document batches. Each format module has `plan` and `read`.
+
+`plan_input` expands one recipe input (a path or glob) into ReadTasks; `read_task` streams one task.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from corpora.readers import hf, jsonl, parquet, text
+from corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask
+
+FORMATS = {"jsonl": jsonl, "parquet": parquet, "text": text, "hf": hf}
+
+_SUFFIX_FORMATS = [
+    ((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz"), "jsonl"),
+    ((".parquet",), "parquet"),
+    ((".txt", ".txt.gz", ".txt.zst", ".txt.bz2", ".text"), "text"),
+    ((".arrow",), "hf"),
+]
+
+__all__ = ["FORMATS", "InputError", "ReadBatch", "ReadTask", "infer_format", "plan_input", "read_task"]
+
+
+def infer_format(path: str | Path) -> str:
+    """The reader format implied by a file name (or a `save_to_disk` folder)."""
+    if hf.is_dataset_folder(path):
+        return "hf"
+    name = str(path).lower()
+    for suffixes, fmt in _SUFFIX_FORMATS:
+        if name.endswith(suffixes):
+            return fmt
+    raise InputError(
+        f"cannot tell the format of {path} from its name; add `format:` to this input "
+        f"(one of: {', '.join(FORMATS)})"
+    )
+
+
+def default_source(path: str | Path) -> str:
+    """A source label from a file name: the name without its format suffixes."""
+    name = Path(path).name
+    for suffix in (".gz", ".zst", ".zstd", ".bz2", ".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".arrow"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or Path(path).name
+
+
+def expand_paths(pattern: str, base_dir: Path) -> list[str]:
+    """The files a path or glob names (relative to base_dir), sorted so task order is stable."""
+    full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
+    if glob.has_magic(full):
+        matches = sorted(p for p in glob.glob(full, recursive=True) if os.path.isfile(p) or hf.is_dataset_folder(p))
+        if not matches:
+            raise InputError(f"no file matches '{pattern}' (looked in {base_dir})")
+        return matches
+    if not os.path.exists(full):
+        raise InputError(f"input '{pattern}' does not exist (looked for {full})")
+    return [full]
+
+
+def plan_input(
+    pattern: str,
+    base_dir: Path,
+    task_size: int,
+    format: str | None = None,
+    source: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> list[ReadTask]:
+    """Expand one recipe input into read tasks, splitting large files into byte or row ranges."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    tasks = []
+    for path in expand_paths(pattern, base_dir):
+        fmt = format or infer_format(path)
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format '{fmt}' for {path}: use one of {', '.join(FORMATS)}")
+        if fmt == "text":
+            ranges = text.plan(path, task_size, options.get("unit", "file"))
+        elif fmt == "hf":
+            ranges = hf.plan(path, task_size, options.get("split"))
+        else:
+            ranges = FORMATS[fmt].plan(path, task_size)
+        label = source or default_source(path)
+        tasks.extend(ReadTask(fmt, path, label, start, end, options) for start, end in ranges)
+    return tasks
+
+
+def read_task(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+    """Stream the Document batches of one task (quarantined records ride along in each batch)."""
+    yield from FORMATS[task.format].read(task, batch_rows)

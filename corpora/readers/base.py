@@ -1,0 +1,213 @@
+"""What every reader shares: the task a worker reads, the batch it yields, and record conversion."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+
+from corpora.records import (
+    DOCUMENT_SCHEMA,
+    QUARANTINE_SCHEMA,
+    document_table,
+    encode_meta,
+    position_id,
+    quarantine_table,
+)
+
+# Documents per yielded batch: big enough for vectorised stages, small enough to stream.
+DEFAULT_BATCH_ROWS = 4096
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd", ".bz2")
+
+
+class InputError(ValueError):
+    """An input cannot be read at all (not one bad record: the whole file or its configuration)."""
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One unit of reading work: a whole file, or a byte range / row range of a large one."""
+
+    format: str
+    path: str
+    source: str
+    start: int = 0
+    end: int | None = None  # exclusive; None = to the end
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReadBatch:
+    """Documents read from a task, the records quarantined on the way, and how many records were seen."""
+
+    documents: pa.Table
+    quarantined: pa.Table
+    records: int
+
+
+def is_compressed(path: str | Path) -> bool:
+    return str(path).lower().endswith(COMPRESSED_SUFFIXES)
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open a file for reading bytes, decompressing .gz, .zst and .bz2 transparently."""
+    name = str(path).lower()
+    if name.endswith(".gz"):
+        return io.BufferedReader(gzip.open(path, "rb"), buffer_size=1 << 20)
+    if name.endswith((".zst", ".zstd")):
+        import zstandard
+
+        raw = open(path, "rb")  # noqa: SIM115 - closed with the stream reader
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
+    if name.endswith(".bz2"):
+        import bz2
+
+        return io.BufferedReader(bz2.open(path, "rb"), buffer_size=1 << 20)
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def byte_ranges(size: int, task_size: int) -> list[tuple[int, int | None]]:
+    """Split [0, size) into ranges of about task_size bytes; the last one runs to the end."""
+    if size <= task_size:
+        return [(0, None)]
+    starts = list(range(0, size, task_size))
+    return [(s, e) for s, e in zip(starts, starts[1:] + [None])]
+
+
+def iter_lines(path: str, start: int = 0, end: int | None = None, block: int = 1 << 22) -> Iterator[tuple[int, bytes]]:
+    """Yield (byte offset, line without its newline) for every line that *starts* in [start, end).
+
+    A line that straddles `start` belongs to the previous range, so ranges never share or lose a line.
+    Offsets are positions in the uncompressed stream, which makes them stable record positions.
+    """
+    with open_binary(path) as stream:
+        pos = start
+        if start > 0:
+            stream.seek(start - 1)
+            if stream.read(1) != b"\n":
+                pos += len(stream.readline())
+        buffer = b""
+        while end is None or pos < end:
+            data = stream.read(block)
+            if not data:
+                break
+            lines = (buffer + data).split(b"\n")
+            buffer = lines.pop()
+            for line in lines:
+                if end is not None and pos >= end:
+                    return
+                yield pos, line
+                pos += len(line) + 1
+        if buffer and (end is None or pos < end):
+            yield pos, buffer
+
+
+class RecordBuilder:
+    """Collects records as Python values and turns them into Document and quarantine tables.
+
+    Shared by every reader of dict-like records (JSONL lines, Parquet rows, dataset rows), so the rules
+    are the same everywhere: text must be a non-null string, an own `id` wins over the position id,
+    `url` becomes a column, and every other field goes into `meta`.
+    """
+
+    def __init__(self, task: ReadTask):
+        self.task = task
+        self.file_name = Path(task.path).name
+        self.text_field = task.options.get("text_field", "text")
+        self.id_field = task.options.get("id_field", "id")
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ids: list[str] = []
+        self.texts: list[str] = []
+        self.urls: list[str | None] = []
+        self.metas: list[str | None] = []
+        self.positions: list[int] = []
+        self.bad: list[tuple[str, str, str, int, str, bytes | None]] = []
+        self.records = 0
+
+    def __len__(self) -> int:
+        return len(self.ids) + len(self.bad)
+
+    def quarantine(self, position: int, reason: str, raw: bytes | None) -> None:
+        self.records += 1
+        pid = position_id(self.file_name, position)
+        self.bad.append((pid, self.task.source, self.task.path, position, reason, raw))
+
+    def add(self, record: Any, position: int, raw: bytes | None = None) -> None:
+        """Add one parsed record; anything that is not a usable document is quarantined with a reason."""
+        if not isinstance(record, dict):
+            self.quarantine(position, f"not_an_object: got {type(record).__name__}", raw)
+            return
+        text = record.get(self.text_field)
+        if text is None:
+            self.quarantine(position, f"missing_text: no '{self.text_field}' field", raw)
+            return
+        if not isinstance(text, str):
+            self.quarantine(position, f"text_not_string: '{self.text_field}' is {type(text).__name__}", raw)
+            return
+        self.records += 1
+        self.positions.append(position)
+        own_id = record.get(self.id_field)
+        self.ids.append(str(own_id) if own_id is not None else position_id(self.file_name, position))
+        self.texts.append(text)
+        url = record.get("url")
+        self.urls.append(url if isinstance(url, str) else None)
+        extras = {k: v for k, v in record.items() if k not in (self.text_field, self.id_field, "url")}
+        if "url" in record and not isinstance(url, str):
+            extras["url"] = url
+        self.metas.append(encode_meta(extras))
+
+    def add_text(self, text: str, position: int) -> None:
+        """Add a plain-text record (no fields): position id, no url, no meta."""
+        self.records += 1
+        self.positions.append(position)
+        self.ids.append(position_id(self.file_name, position))
+        self.texts.append(text)
+        self.urls.append(None)
+        self.metas.append(None)
+
+    def flush(self) -> ReadBatch:
+        """Return what was collected as tables and start afresh."""
+        try:
+            docs = document_table(self.ids, self.texts, self.task.source, self.urls, self.metas)
+        except (pa.ArrowInvalid, UnicodeEncodeError):
+            docs = self._table_without_unencodable()
+        batch = ReadBatch(docs, quarantine_table(self.bad), self.records)
+        self._reset()
+        return batch
+
+    def _table_without_unencodable(self) -> pa.Table:
+        # JSON escapes can produce lone surrogates ("\ud800"), which are not valid UTF-8: quarantine them.
+        keep = []
+        for i, (text, meta) in enumerate(zip(self.texts, self.metas)):
+            try:
+                text.encode("utf-8")
+                (meta or "").encode("utf-8")
+                self.ids[i].encode("utf-8")
+                keep.append(i)
+            except UnicodeEncodeError:
+                position = self.positions[i]
+                raw = text.encode("utf-8", "surrogatepass")
+                pid = position_id(self.file_name, position)
+                reason = "invalid_unicode: lone surrogate"
+                self.bad.append((pid, self.task.source, self.task.path, position, reason, raw))
+        return document_table(
+            [self.ids[i] for i in keep],
+            [self.texts[i] for i in keep],
+            self.task.source,
+            [self.urls[i] for i in keep],
+            [self.metas[i] for i in keep],
+        )
+
+
+def empty_batch() -> ReadBatch:
+    return ReadBatch(DOCUMENT_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table(), 0)

@@ -1,0 +1,46 @@
+"""Local Hugging Face `datasets` data: a folder written by `save_to_disk`, or a single `.arrow` file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask, RecordBuilder
+from corpora.readers.rows import add_rows
+
+
+def is_dataset_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json"))
+
+
+def _load(path: str, split: str | None):
+    import datasets
+
+    if str(path).endswith(".arrow"):
+        return datasets.Dataset.from_file(str(path))
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded.keys())
+        chosen = split or ("train" if "train" in loaded else None)
+        if chosen not in loaded:
+            raise InputError(f"{path} holds the splits {names}: choose one with `split:` on this input")
+        return loaded[chosen]
+    return loaded
+
+
+def plan(path: str, task_size: int, split: str | None = None) -> list[tuple[int, int | None]]:
+    dataset = _load(path, split)
+    rows = dataset.num_rows
+    if rows == 0:
+        return [(0, None)]
+    bytes_per_row = max(1, dataset.data.nbytes // rows)
+    rows_per_task = max(1, task_size // bytes_per_row)
+    return [(start, min(start + rows_per_task, rows)) for start in range(0, rows, rows_per_task)]
+
+
+def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+    dataset = _load(task.path, task.options.get("split"))
+    end = dataset.num_rows if task.end is None else task.end
+    table = dataset.data.table.slice(task.start, end - task.start)
+    yield from add_rows(RecordBuilder(task), table.to_batches(max_chunksize=batch_rows), task.start)

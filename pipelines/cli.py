@@ -1,0 +1,115 @@
+"""The `refinery` command. It never imports torch: `run` and `sql` start fast on any machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipelines import __version__
+
+EPILOG = """examples:
+  refinery demo                                   run the bundled recipe on bundled real samples
+  refinery run recipe.yaml --workers 4            run (or resume) a recipe
+  refinery sql out/web-en "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
+  refinery schema > recipe.schema.json            the JSON schema of recipes (for editors)
+"""
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.engine import describe_summary, run_recipe
+    from pipelines.recipe import load_recipe
+
+    loaded = load_recipe(args.recipe)
+    summary = run_recipe(loaded, workers=args.workers, force=args.force, progress=not args.quiet)
+    print(describe_summary(summary))
+    print(f'inspect: refinery sql {summary.run_dir} "SELECT * FROM stats"')
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from pipelines import sql
+
+    if args.query:
+        sql.render(sql.query(args.run_dir, args.query), args.format, sys.stdout, args.output)
+    elif sys.stdin.isatty():
+        sql.interactive(args.run_dir, args.format)
+    else:
+        print(sql.describe_views(args.run_dir))
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from pipelines.recipe import recipe_json_schema
+
+    print(json.dumps(recipe_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(Path(args.output), workers=args.workers, force=args.force)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refinery",
+        description="Turn raw dumps into LLM-ready datasets, and inspect every artifact with SQL.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"refinery {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run or resume a recipe", description=(
+        "Run a recipe. A rerun of the same recipe resumes where an interrupted run stopped and skips "
+        "finished work; the output is the same whatever the number of workers."))
+    run.add_argument("recipe", help="the recipe YAML file")
+    run.add_argument("--workers", "-w", type=int, default=None, help="worker processes (default: all cores)")
+    run.add_argument("--force", action="store_true", help="delete the run folder and start over")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.set_defaults(fn=_cmd_run)
+
+    sql = commands.add_parser("sql", help="query a run folder with DuckDB (read-only)", description=(
+        "Query a run with SQL. Views: docs (kept), removed (with stage and reason), quarantine "
+        "(unreadable input records), stats (one row per stage). With no query: list the views and their "
+        "columns, and open a prompt when run in a terminal."))
+    sql.add_argument("run_dir", help="the run folder (a recipe's `output:`)")
+    sql.add_argument("query", nargs="?", help="a SELECT statement")
+    sql.add_argument("--format", "-f", choices=["table", "csv", "json", "parquet"], default="table")
+    sql.add_argument("--output", "-o", help="write the result to this file (required for parquet)")
+    sql.set_defaults(fn=_cmd_sql)
+
+    schema = commands.add_parser("schema", help="print the JSON schema of recipes")
+    schema.set_defaults(fn=_cmd_schema)
+
+    demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples")
+    demo.add_argument("--output", "-o", default="refinery-demo", help="where to put the run (default: %(default)s)")
+    demo.add_argument("--workers", "-w", type=int, default=None, help="worker processes (default: all cores)")
+    demo.add_argument("--force", action="store_true", help="start the demo run over")
+    demo.set_defaults(fn=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from corpora.readers import InputError
+    from pipelines.engine import RunError
+    from pipelines.executor import TaskFailed
+    from pipelines.recipe import RecipeError
+    from pipelines.sql import SqlError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (RecipeError, InputError, RunError, TaskFailed, SqlError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

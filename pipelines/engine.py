@@ -1,0 +1,229 @@
+"""The engine: plans a recipe into tasks and segments, runs them, resumes, and writes stats and the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from corpora.readers import InputError, ReadTask, plan_input
+from pipelines.executor import LocalExecutor
+from pipelines.recipe import LoadedRecipe
+from pipelines.segments import Segment, TaskJob, plan_segments, run_task
+from pipelines.stages import STAGES
+from pipelines.stats import merge
+from pipelines.storage import RunLayout, read_json, write_json
+
+FORMAT_VERSION = 1
+
+
+class RunError(RuntimeError):
+    """The run cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    read: int
+    kept: int
+    removed: int
+    quarantined: int
+    seconds: float
+    resumed_tasks: int
+
+
+def plan_tasks(loaded: LoadedRecipe) -> list[ReadTask]:
+    """Every input expanded into read tasks, in recipe order then file order then range order."""
+    recipe = loaded.recipe
+    tasks: list[ReadTask] = []
+    for index, spec in enumerate(recipe.inputs):
+        options = {"text_field": spec.text_field, "id_field": spec.id_field, "unit": spec.unit, "split": spec.split}
+        if spec.text_field == "text":
+            del options["text_field"]
+        if spec.id_field == "id":
+            del options["id_field"]
+        if spec.unit == "file":
+            del options["unit"]
+        try:
+            tasks += plan_input(spec.path, loaded.base_dir, recipe.task_size, spec.format, spec.source, options)
+        except InputError as err:
+            raise InputError(f"{loaded.input_location(index)}: {err}") from None
+    return tasks
+
+
+def _versions() -> dict[str, str]:
+    import duckdb
+    import pyarrow
+
+    from pipelines import __version__
+
+    return {"refinery": __version__, "python": platform.python_version(), "pyarrow": pyarrow.__version__,
+            "duckdb": duckdb.__version__}
+
+
+def _input_fingerprints(tasks: list[ReadTask]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        if task.path not in seen:
+            stat = os.stat(task.path)
+            seen[task.path] = {"path": task.path, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return list(seen.values())
+
+
+def _fingerprint(loaded: LoadedRecipe, inputs: list[dict[str, Any]]) -> str:
+    """What decides the output: the recipe (less its output folder) and the input files."""
+    recipe = loaded.recipe.model_dump(exclude={"output", "name"})
+    stages = [{"name": s.name, "config": s.config.model_dump()} for s in loaded.stages]
+    blob = json.dumps({"recipe": recipe, "stages": stages, "inputs": inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _open_manifest(layout: RunLayout, loaded: LoadedRecipe, tasks: list[ReadTask], force: bool) -> dict:
+    inputs = _input_fingerprints(tasks)
+    fingerprint = _fingerprint(loaded, inputs)
+    if force and layout.root.exists():
+        shutil.rmtree(layout.root)
+    if layout.manifest.exists():
+        manifest = read_json(layout.manifest)
+        if manifest.get("fingerprint") != fingerprint:
+            raise RunError(
+                f"{layout.root} holds a run of a different recipe or different inputs; "
+                "rerun with --force to start it over, or set another `output:`"
+            )
+        return manifest
+    if layout.root.exists() and any(layout.root.iterdir()):
+        raise RunError(f"{layout.root} exists and is not a Refinery run; choose another `output:` or empty it")
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": loaded.recipe.name,
+        "recipe_file": loaded.source_file,
+        "recipe": loaded.recipe.model_dump(),
+        "stages": [{"key": s.key, "name": s.name, "config": s.config.model_dump()} for s in loaded.stages],
+        "inputs": inputs,
+        "tasks": [t.to_dict() for t in tasks],
+        "fingerprint": fingerprint,
+        "versions": _versions(),
+        "phases": {},
+        "status": "running",
+    }
+
+
+def _describe(job: TaskJob) -> str:
+    read = job.read
+    span = f" bytes/rows {read.start}-{read.end if read.end is not None else 'end'}" if read.start or read.end else ""
+    return f"task {job.task_index} of segment {job.segment} ({read.path}{span})"
+
+
+def _run_segment(segment: Segment, jobs: list[TaskJob], layout: RunLayout, workers: int, show: bool) -> int:
+    pending = [j for j in jobs if not layout.segment_done(segment.index, j.task_index).exists()]
+    names = [k for k in segment.stage_keys] + ([f"{segment.tail.key} signatures"] if segment.tail else [])
+    label = f"pass {segment.index + 1}" + (f" ({', '.join(names)})" if names else "")
+    with tqdm(desc=label, unit=" docs", disable=None if show else True, dynamic_ncols=True, mininterval=0.5) as bar:
+        bar.set_postfix_str(f"tasks {len(jobs) - len(pending)}/{len(jobs)}")
+        done = len(jobs) - len(pending)
+        for _job, _result in LocalExecutor(workers).map(run_task, pending, bar.update, _describe):
+            done += 1
+            bar.set_postfix_str(f"tasks {done}/{len(jobs)}")
+    return len(jobs) - len(pending)
+
+
+def _resolve(segment: Segment, layout: RunLayout, manifest: dict) -> None:
+    spec = segment.tail
+    phase = f"{spec.key}.resolve"
+    if manifest["phases"].get(phase) == "done":
+        return
+    started = time.perf_counter()
+    workdir = layout.stage_work(spec.key)
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = sorted((workdir / "signatures").glob("part-*.parquet"))
+    STAGES[spec.name](spec.config).resolve(files, workdir)
+    manifest["phases"][phase] = "done"
+    manifest["resolve_seconds"] = {**manifest.get("resolve_seconds", {}), spec.key: time.perf_counter() - started}
+    write_json(layout.manifest, manifest)
+
+
+def _write_stats(layout: RunLayout, loaded: LoadedRecipe, segments: list[Segment], n_tasks: int, manifest: dict):
+    per_key: dict[str, list[dict]] = {}
+    for segment in segments:
+        for task_index in range(n_tasks):
+            marker = read_json(layout.segment_done(segment.index, task_index))
+            for key, counts in marker["stats"].items():
+                per_key.setdefault(key, []).append(counts)
+    kinds = {s.key: (s.name, STAGES[s.name].kind) for s in loaded.stages}
+    resolve_seconds = manifest.get("resolve_seconds", {})
+    order = ["read"] + [s.key for s in loaded.stages]
+    totals = {}
+    for position, key in enumerate(order):
+        counts = merge(per_key.get(key, []))
+        counts["seconds"] = round(counts["seconds"] + resolve_seconds.get(key, 0.0), 3)
+        name, kind = kinds.get(key, ("read", "read"))
+        counts["reasons"] = [{"reason": r, "count": c} for r, c in counts["reasons"].items()]
+        totals[key] = counts
+        write_json(layout.stats / f"{key}.json", {"stage": key, "name": name, "kind": kind, "position": position,
+                                                   **counts})
+    return totals
+
+
+def run_recipe(
+    loaded: LoadedRecipe, workers: int | None = None, force: bool = False, progress: bool = True
+) -> RunSummary:
+    """Run (or resume) a recipe; return the reconciled counts."""
+    started = time.perf_counter()
+    workers = workers or os.cpu_count() or 1
+    layout = RunLayout(loaded.output_dir)
+    tasks = plan_tasks(loaded)
+    manifest = _open_manifest(layout, loaded, tasks, force)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.remove_temp_files()
+    manifest["workers"] = workers
+    write_json(layout.manifest, manifest)
+    segments = plan_segments(loaded.stages)
+    resumed = 0
+    if manifest["status"] != "complete":
+        for segment in segments:
+            jobs = [
+                TaskJob(str(layout.root), segment.index, i, task, loaded.stages, loaded.recipe.batch_rows)
+                for i, task in enumerate(tasks)
+            ]
+            resumed += _run_segment(segment, jobs, layout, workers, progress)
+            manifest["phases"][f"segment-{segment.index}"] = "done"
+            write_json(layout.manifest, manifest)
+            if segment.tail is not None:
+                _resolve(segment, layout, manifest)
+    totals = _write_stats(layout, loaded, segments, len(tasks), manifest)
+    # The intermediate copies between passes are no longer needed once the final pass is done.
+    for segment in segments[:-1]:
+        for part in layout.segment(segment.index).glob("part-*.parquet"):
+            part.unlink()
+    manifest["status"] = "complete"
+    write_json(layout.manifest, manifest)
+    final_key = loaded.stages[-1].key if loaded.stages else "read"
+    return RunSummary(
+        run_dir=layout.root,
+        read=totals["read"]["docs_in"],
+        kept=totals[final_key]["kept"],
+        removed=sum(t["removed"] for t in totals.values()),
+        quarantined=totals["read"]["quarantined"],
+        seconds=time.perf_counter() - started,
+        resumed_tasks=resumed,
+    )
+
+
+def describe_summary(summary: RunSummary) -> str:
+    ok = summary.read == summary.kept + summary.removed + summary.quarantined
+    lines = [
+        f"read {summary.read:,} records → kept {summary.kept:,}, removed {summary.removed:,}, "
+        f"quarantined {summary.quarantined:,}" + ("" if ok else "  (counts do NOT reconcile: please report)"),
+        f"output: {summary.run_dir}  ({summary.seconds:.1f}s"
+        + (f", {summary.resumed_tasks} tasks already done" if summary.resumed_tasks else "")
+        + ")",
+    ]
+    return "\n".join(lines)

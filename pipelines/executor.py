@@ -1,0 +1,88 @@
+"""The local executor: runs independent tasks in worker processes and streams their progress back.
+
+Tasks never depend on which worker runs them or in what order they finish, so the number of workers
+changes only the speed. Workers are spawned (not forked) so that threads in the parent (DuckDB,
+the progress bar) can never deadlock a child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+TaskFn = Callable[[Any, Callable[[int], None]], Any]
+
+_progress_queue: Any = None
+
+
+class TaskFailed(RuntimeError):
+    """A task raised; the message names the task so the user knows which input to look at."""
+
+
+def _init_worker(progress_queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+
+
+def _report(n: int) -> None:
+    _progress_queue.put(n)
+
+
+def _call(fn: TaskFn, job: Any) -> Any:
+    return fn(job, _report)
+
+
+class LocalExecutor:
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+
+    def map(
+        self, fn: TaskFn, jobs: Sequence[Any], on_progress: Callable[[int], None], describe: Callable[[Any], str]
+    ) -> Iterator[tuple[Any, Any]]:
+        """Yield (job, result) as tasks finish; `on_progress(n)` receives records read as they are read."""
+        if self.workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                yield job, self._guarded(lambda j=job: fn(j, on_progress), job, describe)
+            return
+        context = mp.get_context("spawn")
+        progress_queue = context.Queue()
+        with ProcessPoolExecutor(
+            max_workers=min(self.workers, len(jobs)),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(progress_queue,),
+        ) as pool:
+            futures: dict[Future, int] = {pool.submit(_call, fn, job): i for i, job in enumerate(jobs)}
+            pending = set(futures)
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(progress_queue, on_progress)
+                    for future in sorted(done, key=futures.__getitem__):
+                        job = jobs[futures[future]]
+                        yield job, self._guarded(future.result, job, describe)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+            _drain(progress_queue, on_progress)
+
+    @staticmethod
+    def _guarded(call: Callable[[], Any], job: Any, describe: Callable[[Any], str]) -> Any:
+        try:
+            return call()
+        except (KeyboardInterrupt, TaskFailed):
+            raise
+        except Exception as err:
+            raise TaskFailed(f"{describe(job)} failed: {type(err).__name__}: {err}") from err
+
+
+def _drain(progress_queue: Any, on_progress: Callable[[int], None]) -> None:
+    while True:
+        try:
+            on_progress(progress_queue.get_nowait())
+        except queue.Empty:
+            return

@@ -1,0 +1,220 @@
+"""Segments: the streaming passes a recipe is cut into at its global stages, and the work of one task.
+
+Stages [m1, m2, G, m3] become two segments:
+  segment 0: read → m1 → m2 → G.signatures        (writes an intermediate part per task)
+  barrier:   G.resolve
+  segment 1: part → G.apply → m3                   (writes data/part-NNNNN.parquet)
+Each task of a segment is independent, writes its outputs atomically, and records a done-marker last,
+so a killed run resumes by redoing only the tasks without a marker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpora.readers import ReadBatch, ReadTask, read_task
+from corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
+from pipelines.recipe import StageSpec
+from pipelines.stages import STAGES, GlobalStage, MapStage
+from pipelines.stages.base import StageResult
+from pipelines.stats import StageCounter
+from pipelines.storage import AtomicParquetWriter, RunLayout, part_name, write_json
+
+# Ordinals number every document of a segment's output: task index in the high bits, row in the low.
+ORDINAL_TASK_SHIFT = 32
+
+
+@dataclass
+class Segment:
+    index: int
+    head: StageSpec | None = None  # a global stage applied first
+    maps: list[StageSpec] = field(default_factory=list)
+    tail: StageSpec | None = None  # a global stage whose signatures this segment collects
+    final: bool = False
+
+    @property
+    def stage_keys(self) -> list[str]:
+        return [s.key for s in ([self.head] if self.head else []) + self.maps]
+
+
+def plan_segments(stages: list[StageSpec]) -> list[Segment]:
+    """Cut the stage list at every global stage."""
+    segments = [Segment(0)]
+    for spec in stages:
+        if STAGES[spec.name].kind == "global":
+            segments[-1].tail = spec
+            segments.append(Segment(len(segments), head=spec))
+        else:
+            segments[-1].maps.append(spec)
+    segments[-1].final = True
+    return segments
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """Everything a worker process needs to run one task of one segment (picklable)."""
+
+    run_dir: str
+    segment: int
+    task_index: int
+    read: ReadTask
+    stages: list[StageSpec]
+    batch_rows: int
+
+
+def task_output(layout: RunLayout, segment: Segment, task_index: int) -> Path:
+    folder = layout.data if segment.final else layout.segment(segment.index)
+    return folder / part_name(task_index)
+
+
+def ordinal_range(task_index: int) -> tuple[int, int]:
+    first = task_index << ORDINAL_TASK_SHIFT
+    return first, first + (1 << ORDINAL_TASK_SHIFT) - 1
+
+
+def _ordinals(task_index: int, start: int, count: int) -> pa.Array:
+    first = (task_index << ORDINAL_TASK_SHIFT) + start
+    return pa.array(range(first, first + count), pa.int64())
+
+
+def _instantiate(spec: StageSpec | None) -> Any:
+    return STAGES[spec.name](spec.config) if spec else None
+
+
+def _batches(job: TaskJob, layout: RunLayout) -> Iterator[ReadBatch]:
+    if job.segment == 0:
+        yield from read_task(job.read, job.batch_rows)
+        return
+    previous = pq.ParquetFile(layout.segment(job.segment - 1) / part_name(job.task_index))
+    for batch in previous.iter_batches(batch_size=job.batch_rows):
+        docs = pa.Table.from_batches([batch])
+        yield ReadBatch(docs, QUARANTINE_SCHEMA.empty_table(), docs.num_rows)
+
+
+class _RemovedWriters:
+    """One Parquet file per stage for the rows it removed in this task, opened on the first removal."""
+
+    def __init__(self, layout: RunLayout, task_index: int):
+        self.layout, self.task_index = layout, task_index
+        self.writers: dict[str, AtomicParquetWriter] = {}
+
+    def write(self, stage_key: str, removed: pa.Table) -> None:
+        if not removed.num_rows:
+            return
+        removed = removed.append_column("stage", pa.array([stage_key] * removed.num_rows, pa.string()))
+        if stage_key not in self.writers:
+            path = self.layout.removed(stage_key) / part_name(self.task_index)
+            self.writers[stage_key] = AtomicParquetWriter(path, removed.schema)
+        self.writers[stage_key].write(removed)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
+class _Chain:
+    """The fused stages of one segment, applied batch by batch with their counters."""
+
+    def __init__(self, segment: Segment, job: TaskJob, layout: RunLayout):
+        self.head: GlobalStage | None = _instantiate(segment.head)
+        self.maps: list[tuple[str, MapStage]] = [(s.key, _instantiate(s)) for s in segment.maps]
+        self.head_key = segment.head.key if segment.head else ""
+        self.counters = {key: StageCounter() for key in segment.stage_keys}
+        self.decisions = None
+        if self.head is not None:
+            first, last = ordinal_range(job.task_index)
+            self.decisions = self.head.load_decisions(layout.stage_work(self.head_key), first, last)
+
+    def run(self, docs: pa.Table, ordinals: pa.Array, on_removed: Callable[[str, pa.Table], None]) -> pa.Table:
+        if self.head is not None:
+            docs = self._step(self.head_key, docs, lambda d: self.head.apply(d, ordinals, self.decisions), on_removed)
+        for key, stage in self.maps:
+            docs = self._step(key, docs, stage.process, on_removed)
+        return docs
+
+    def _step(self, key: str, docs: pa.Table, fn: Callable[[pa.Table], StageResult], on_removed) -> pa.Table:
+        started = time.perf_counter()
+        result = fn(docs)
+        self.counters[key].add(docs, result, time.perf_counter() - started)
+        on_removed(key, result.removed)
+        return result.kept
+
+    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        """The columns this chain produces, found by running it on an empty table."""
+        empty = input_schema.empty_table()
+        docs = self.head.apply(empty, pa.array([], pa.int64()), self.decisions).kept if self.head else empty
+        for _, stage in self.maps:
+            docs = stage.process(docs).kept
+        return docs.schema
+
+
+def _clear_task_outputs(layout: RunLayout, segment: Segment, task_index: int) -> None:
+    """A task that is redone starts from nothing, so no half-finished earlier attempt can mix in."""
+    paths = [task_output(layout, segment, task_index), layout.quarantine / part_name(task_index)]
+    paths += [layout.removed(key) / part_name(task_index) for key in segment.stage_keys]
+    if segment.tail:
+        paths.append(layout.stage_work(segment.tail.key) / "signatures" / part_name(task_index))
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
+    """Run one task of one segment; `report(n)` is called with the number of records read per batch."""
+    layout = RunLayout(job.run_dir)
+    segment = plan_segments(job.stages)[job.segment]
+    _clear_task_outputs(layout, segment, job.task_index)
+    chain = _Chain(segment, job, layout)
+    tail: GlobalStage | None = _instantiate(segment.tail)
+
+    if job.segment == 0:
+        input_schema = DOCUMENT_SCHEMA
+    else:
+        input_schema = pq.read_schema(layout.segment(job.segment - 1) / part_name(job.task_index))
+    kept_writer = AtomicParquetWriter(task_output(layout, segment, job.task_index), chain.output_schema(input_schema))
+    removed = _RemovedWriters(layout, job.task_index)
+    quarantine: AtomicParquetWriter | None = None
+    signatures: AtomicParquetWriter | None = None
+    read_counter = StageCounter()
+    tail_seconds = 0.0
+    rows_in = rows_out = 0
+
+    for batch in _batches(job, layout):
+        report(batch.records)
+        read_counter.add_read(batch)
+        if batch.quarantined.num_rows:
+            if quarantine is None:
+                quarantine = AtomicParquetWriter(layout.quarantine / part_name(job.task_index), QUARANTINE_SCHEMA)
+            quarantine.write(batch.quarantined)
+        docs = chain.run(batch.documents, _ordinals(job.task_index, rows_in, batch.documents.num_rows), removed.write)
+        rows_in += batch.documents.num_rows
+        if tail is not None:
+            started = time.perf_counter()
+            sig = tail.signatures(docs, _ordinals(job.task_index, rows_out, docs.num_rows))
+            if signatures is None:
+                path = layout.stage_work(segment.tail.key) / "signatures" / part_name(job.task_index)
+                signatures = AtomicParquetWriter(path, sig.schema)
+            signatures.write(sig)
+            tail_seconds += time.perf_counter() - started
+        rows_out += docs.num_rows
+        kept_writer.write(docs)
+
+    for writer in (kept_writer, quarantine, signatures):
+        if writer is not None:
+            writer.close()
+    removed.close()
+    stats = {key: counter.to_dict() for key, counter in chain.counters.items()}
+    if job.segment == 0:
+        stats["read"] = read_counter.to_dict()
+    if tail is not None:
+        stats.setdefault(segment.tail.key, StageCounter().to_dict())["seconds"] = tail_seconds
+    marker = {"task": job.task_index, "kept": rows_out, "stats": stats}
+    write_json(layout.segment_done(job.segment, job.task_index), marker)
+    return marker
+

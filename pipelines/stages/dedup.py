@@ -1,0 +1,92 @@
+"""Deduplication stages (global)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from pipelines.stages import register
+from pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
+
+SIGNATURE_SCHEMA = pa.schema([("hash", pa.int64()), ("ord", pa.int64()), ("id", pa.string())])
+DECISION_SCHEMA = pa.schema([("ord", pa.int64()), ("kept_id", pa.string())])
+
+
+def normalise_text(text: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Lowercase, trim, and collapse every whitespace run to one space."""
+    folded = pc.utf8_lower(text)
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(folded, r"\s+", " "))
+
+
+def hash64(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A stable signed 64-bit hash per string (BLAKE2b, so it is the same on every machine and run)."""
+    return pa.array(
+        [int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+         for v in values.to_pylist()],
+        pa.int64(),
+    )
+
+
+class ExactDedupConfig(StageConfig):
+    normalize: bool = Field(True, description="compare lowercased text with whitespace runs collapsed")
+
+
+@register
+class ExactDedup(GlobalStage):
+    """Keep the first document (in stable input order) of every group with identical (normalised) text."""
+
+    name = "exact_dedup"
+    Config = ExactDedupConfig
+    config: ExactDedupConfig
+
+    def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
+        text = docs.column("text")
+        keys = normalise_text(text) if self.config.normalize else text
+        return pa.table([hash64(keys), ordinals, docs.column("id")], schema=SIGNATURE_SCHEMA)
+
+    def resolve(self, signature_files: list[Path], workdir: Path) -> None:
+        target = workdir / "duplicates.parquet"
+        tmp = workdir / f".duplicates.parquet.tmp-{os.getpid()}"
+        if not signature_files:
+            pq.write_table(DECISION_SCHEMA.empty_table(), tmp)
+            os.replace(tmp, target)
+            return
+        # DuckDB spills to disk past its memory limit, so this scales beyond RAM.
+        con = duckdb.connect()
+        con.execute(f"SET temp_directory = '{workdir / 'duckdb-tmp'}'")
+        files = [str(f) for f in signature_files]
+        con.execute(
+            """
+            COPY (
+                SELECT ord, kept_id FROM (
+                    SELECT ord,
+                           first_value(id) OVER (PARTITION BY hash ORDER BY ord) AS kept_id,
+                           row_number() OVER (PARTITION BY hash ORDER BY ord) AS rank
+                    FROM read_parquet(?)
+                ) WHERE rank > 1 ORDER BY ord
+            ) TO ? (FORMAT parquet, ROW_GROUP_SIZE 65536)
+            """,
+            [files, str(tmp)],
+        )
+        con.close()
+        os.replace(tmp, target)
+
+    def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, str]:
+        table = pq.read_table(
+            workdir / "duplicates.parquet",
+            filters=[("ord", ">=", first_ordinal), ("ord", "<=", last_ordinal)],
+        )
+        return dict(zip(table.column("ord").to_pylist(), table.column("kept_id").to_pylist()))
+
+    def apply(self, docs: pa.Table, ordinals: pa.Array, decisions: dict[int, str]) -> StageResult:
+        kept_ids = [decisions.get(o) for o in ordinals.to_pylist()]
+        duplicate_of = pa.array(kept_ids, pa.string())
+        reasons = pc.if_else(pc.is_valid(duplicate_of), pa.scalar("exact_duplicate"), pa.scalar(None, pa.string()))
+        return split_by_reason(docs, reasons, duplicate_of=duplicate_of)

@@ -1,0 +1,1 @@
+"""Tokens to model: a compact GPT trained and evaluated on Refinery's token shards."""
