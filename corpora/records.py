@@ -39,7 +39,7 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
         pa.field("file", pa.string(), nullable=False),
-        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("position", pa.int64(), nullable=False),  # byte offset or row number
         pa.field("reason", pa.string(), nullable=False),
         pa.field("raw", pa.binary()),
     ]
@@ -84,7 +84,7 @@ def document_table(
 
 
 def quarantine_table(rows: Sequence[tuple[str, str, str, int, str, bytes | None]]) -> pa.Table:
-    """Build a quarantine table from (id, source, file, offset, reason, raw) tuples."""
+    """Build a quarantine table from (id, source, file, position, reason, raw) tuples."""
     columns = list(zip(*rows)) if rows else [[] for _ in QUARANTINE_SCHEMA]
     return pa.Table.from_arrays(
         [pa.array(col, field.type) for col, field in zip(columns, QUARANTINE_SCHEMA)],

@@ -157,8 +157,10 @@ class _Chain:
 
 def _clear_task_outputs(layout: RunLayout, segment: Segment, task_index: int) -> None:
     """A task that is redone starts from nothing, so no half-finished earlier attempt can mix in."""
-    paths = [task_output(layout, segment, task_index), layout.quarantine / part_name(task_index)]
+    paths = [task_output(layout, segment, task_index)]
     paths += [layout.removed(key) / part_name(task_index) for key in segment.stage_keys]
+    if segment.index == 0:
+        paths.append(layout.quarantine / part_name(task_index))
     if segment.tail:
         paths.append(layout.stage_work(segment.tail.key) / "signatures" / part_name(task_index))
     for path in paths:

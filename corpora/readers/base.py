@@ -162,7 +162,7 @@ class RecordBuilder:
         url = record.get("url")
         self.urls.append(url if isinstance(url, str) else None)
         extras = {k: v for k, v in record.items() if k not in (self.text_field, self.id_field, "url")}
-        if "url" in record and not isinstance(url, str):
+        if url is not None and not isinstance(url, str):
             extras["url"] = url
         self.metas.append(encode_meta(extras))
 

@@ -1,0 +1,34 @@
+"""Shared fixtures: the real data in ../shared/data, and recipes written into a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"real test data not found at {SHARED_DATA}: put ../shared beside the checkout "
+                    "or set REFINERY_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def write_recipe(tmp_path: Path):
+    """Write a recipe YAML into tmp_path and return its path."""
+
+    def write(inputs: list, stages: list | None = None, name: str = "test", **extra) -> Path:
+        recipe = {"name": name, "inputs": inputs, "stages": stages or [], "output": extra.pop("output", "out"),
+                  **extra}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
