@@ -66,7 +66,9 @@ class Recipe(BaseModel):
         default_factory=list, description="in order; each item is {stage_name: {parameters}}"
     )
     output: str = Field(description="the run folder, relative to the recipe's folder")
-    task_size: int | str = Field("32MB", description="input bytes per task; large files are split")
+    task_size: int | str = Field(
+        "32MB", validate_default=True, description="input bytes per task; large files are split"
+    )
     batch_rows: int = Field(4096, ge=1, description="documents per batch inside a task")
 
     @field_validator("task_size")

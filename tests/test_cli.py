@@ -1,0 +1,100 @@
+"""The `refinery` command as a user meets it: demo, sql, schema, and errors with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.cli import main
+
+
+def refinery(*args: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, input=stdin)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    return out, refinery("demo", "--output", str(out), "--workers", "2")
+
+
+def test_demo_runs_and_says_what_to_try(demo_run):
+    out, result = demo_run
+    assert result.returncode == 0, result.stderr
+    assert "refinery sql" in result.stdout and str(out) in result.stdout
+    assert any((out / "data").glob("part-*.parquet"))
+    assert (out / "stats/read.json").exists() and (out / "manifest.json").exists()
+
+
+def test_sql_formats(demo_run, tmp_path):
+    out, _ = demo_run
+    table = refinery("sql", str(out), "SELECT stage, kept FROM stats ORDER BY position")
+    assert table.returncode == 0 and "length_filter" in table.stdout
+    csv = refinery("sql", str(out), "SELECT stage, kept FROM stats ORDER BY position", "--format", "csv")
+    assert csv.stdout.splitlines()[0] == '"stage","kept"'
+    assert csv.stdout.splitlines()[1].startswith('"read",')
+    rows = json.loads(refinery("sql", str(out), "SELECT count(*) AS n FROM docs", "-f", "json").stdout)
+    assert rows[0]["n"] == pq.ParquetDataset(out / "data").read().num_rows
+    target = tmp_path / "removed.parquet"
+    written = refinery("sql", str(out), "SELECT * FROM removed", "-f", "parquet", "-o", str(target))
+    assert written.returncode == 0 and pq.read_table(target).num_rows > 0
+    nested = refinery("sql", str(out), "SELECT reasons FROM stats", "-f", "csv")
+    assert nested.returncode == 0 and "too_few_words" in nested.stdout
+
+
+def test_sql_without_query_lists_views(demo_run):
+    out, _ = demo_run
+    listing = refinery("sql", str(out), stdin="")
+    assert listing.returncode == 0
+    for view in ("docs", "removed", "quarantine", "stats"):
+        assert f"  {view}:" in listing.stdout
+
+
+def test_sql_is_read_only_and_errors_are_readable(demo_run, tmp_path):
+    out, _ = demo_run
+    copy = refinery("sql", str(out), f"COPY (SELECT 1) TO '{tmp_path}/x.csv'")
+    assert copy.returncode == 2 and "read-only" in copy.stderr and not (tmp_path / "x.csv").exists()
+    typo = refinery("sql", str(out), "SELECT * FROM dcos")
+    assert typo.returncode == 2 and "views: docs" in typo.stderr
+    not_a_run = refinery("sql", str(tmp_path), "SELECT 1")
+    assert not_a_run.returncode == 2 and "not a Refinery run" in not_a_run.stderr
+
+
+def test_recipe_typo_and_missing_input_exit_non_zero(tmp_path, data_dir):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: t\ninputs:\n  - path: {data_dir}/text/c4_demo.jsonl\nstages:\n"
+                      "  - lenght_filter: {min_words: 3}\noutput: out\n")
+    typo = refinery("run", str(recipe))
+    assert typo.returncode == 2
+    assert f"{recipe}:5" in typo.stderr and "did you mean 'length_filter'" in typo.stderr
+    recipe.write_text("name: t\ninputs:\n  - path: c4_demo.jsonl\n  - path: missing/*.jsonl\noutput: out\n")
+    (tmp_path / "c4_demo.jsonl").write_bytes((data_dir / "text/c4_demo.jsonl").read_bytes())
+    missing = refinery("run", str(recipe))
+    assert missing.returncode == 2
+    assert f"{recipe}:4" in missing.stderr and "no file matches 'missing/*.jsonl'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_empty_input_file_is_a_clean_run(tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: t\ninputs:\n  - path: empty.jsonl\nstages:\n  - exact_dedup:\noutput: out\n")
+    assert main(["run", str(recipe), "--quiet"]) == 0
+    assert "read 0 records" in capsys.readouterr().out
+    assert main(["sql", str(tmp_path / "out"), "SELECT count(*) AS n FROM docs", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["n"] == 0
+
+
+def test_help_and_schema():
+    help_text = refinery("--help").stdout
+    for command in ("run", "sql", "schema", "demo"):
+        assert command in help_text
+    assert "resumes" in refinery("run", "--help").stdout
+    schema = json.loads(refinery("schema").stdout)
+    assert "stages" in schema["properties"]
