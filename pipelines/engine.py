@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from corpora.readers import InputError, ReadTask, plan_input
+from corpora.readers import InputError, ReadTask, document_schema, plan_input
 from pipelines.executor import LocalExecutor
 from pipelines.recipe import LoadedRecipe
 from pipelines.segments import Segment, TaskJob, plan_segments, run_task
@@ -186,11 +186,12 @@ def run_recipe(
     manifest["workers"] = workers
     write_json(layout.manifest, manifest)
     segments = plan_segments(loaded.stages)
+    schema = document_schema(task.format for task in tasks)
     resumed = 0
     if manifest["status"] != "complete":
         for segment in segments:
             jobs = [
-                TaskJob(str(layout.root), segment.index, i, task, loaded.stages, loaded.recipe.batch_rows)
+                TaskJob(str(layout.root), segment.index, i, task, loaded.stages, loaded.recipe.batch_rows, schema)
                 for i, task in enumerate(tasks)
             ]
             resumed += _run_segment(segment, jobs, layout, workers, progress)

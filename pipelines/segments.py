@@ -67,6 +67,9 @@ class TaskJob:
     read: ReadTask
     stages: list[StageSpec]
     batch_rows: int
+    # The columns every reader's documents are conformed to (the union over the recipe's input formats),
+    # so that every part of a run has one schema.
+    document_schema: pa.Schema = DOCUMENT_SCHEMA
 
 
 def task_output(layout: RunLayout, segment: Segment, task_index: int) -> Path:
@@ -90,12 +93,25 @@ def _instantiate(spec: StageSpec | None) -> Any:
 
 def _batches(job: TaskJob, layout: RunLayout) -> Iterator[ReadBatch]:
     if job.segment == 0:
-        yield from read_task(job.read, job.batch_rows)
+        for batch in read_task(job.read, job.batch_rows):
+            batch.documents = conform(batch.documents, job.document_schema)
+            yield batch
         return
     previous = pq.ParquetFile(layout.segment(job.segment - 1) / part_name(job.task_index))
     for batch in previous.iter_batches(batch_size=job.batch_rows):
         docs = pa.Table.from_batches([batch])
         yield ReadBatch(docs, QUARANTINE_SCHEMA.empty_table(), docs.num_rows)
+
+
+def conform(docs: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The table with exactly `schema`'s columns, in order; columns it lacks are filled with nulls."""
+    if docs.schema.equals(schema):
+        return docs
+    columns = [
+        docs.column(f.name).cast(f.type) if f.name in docs.column_names else pa.nulls(docs.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class _RemovedWriters:
@@ -176,7 +192,7 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     tail: GlobalStage | None = _instantiate(segment.tail)
 
     if job.segment == 0:
-        input_schema = DOCUMENT_SCHEMA
+        input_schema = job.document_schema
     else:
         input_schema = pq.read_schema(layout.segment(job.segment - 1) / part_name(job.task_index))
     kept_writer = AtomicParquetWriter(task_output(layout, segment, job.task_index), chain.output_schema(input_schema))

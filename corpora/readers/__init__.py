@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from corpora.readers import hf, jsonl, parquet, text
 from corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask
+from corpora.records import DOCUMENT_SCHEMA
 
 FORMATS = {"jsonl": jsonl, "parquet": parquet, "text": text, "hf": hf}
 
@@ -23,7 +26,14 @@ _SUFFIX_FORMATS = [
     ((".arrow",), "hf"),
 ]
 
-__all__ = ["FORMATS", "InputError", "ReadBatch", "ReadTask", "infer_format", "plan_input", "read_task"]
+__all__ = ["FORMATS", "InputError", "ReadBatch", "ReadTask", "document_schema", "infer_format", "plan_input",
+           "read_task"]
+
+
+def document_schema(formats: Iterable[str]) -> pa.Schema:
+    """The Document columns plus every typed column the given formats' readers add (e.g. WARC's url date)."""
+    schemas = [DOCUMENT_SCHEMA] + [getattr(FORMATS[f], "SCHEMA", DOCUMENT_SCHEMA) for f in sorted(set(formats))]
+    return pa.unify_schemas(schemas)
 
 
 def infer_format(path: str | Path) -> str:
