@@ -27,7 +27,7 @@ def reason_category(reason: str) -> str:
 
 class StageCounter:
     def __init__(self) -> None:
-        self.docs_in = self.kept = self.removed = self.quarantined = 0
+        self.docs_in = self.kept = self.removed = self.quarantined = self.skipped = 0
         self.bytes_in = self.bytes_out = 0
         self.seconds = 0.0
         self.reasons: Counter[str] = Counter()
@@ -44,13 +44,20 @@ class StageCounter:
             self.reasons.update(reason_category(r) for r in result.removed.column("reason").to_pylist())
 
     def add_read(self, batch: Any) -> None:
-        """Count one reader batch (a ReadBatch): records seen, documents made, records quarantined."""
+        """Count one reader batch (a ReadBatch): records read, documents made, quarantined, and skipped.
+
+        Skipped records (not documents by design, e.g. WARC requests) are counted apart from `docs_in`,
+        so read = kept + removed + quarantined still holds over documents.
+        """
         self.docs_in += batch.records
         self.kept += batch.documents.num_rows
         self.quarantined += batch.quarantined.num_rows
         self.bytes_out += text_bytes(batch.documents)
         if batch.quarantined.num_rows:
             self.reasons.update(reason_category(r) for r in batch.quarantined.column("reason").to_pylist())
+        for reason, count in batch.skipped.items():
+            self.skipped += count
+            self.reasons[f"skipped_{reason}"] += count
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +65,7 @@ class StageCounter:
             "kept": self.kept,
             "removed": self.removed,
             "quarantined": self.quarantined,
+            "skipped": self.skipped,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "seconds": self.seconds,

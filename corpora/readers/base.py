@@ -50,7 +50,9 @@ class ReadBatch:
 
     documents: pa.Table
     quarantined: pa.Table
-    records: int
+    records: int  # records that should have become documents: documents + quarantined
+    # Records that are not documents by design (a WARC request, an image response), counted by reason.
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def is_compressed(path: str | Path) -> bool:
