@@ -19,6 +19,7 @@ from pipelines.executor import LocalExecutor
 from pipelines.recipe import LoadedRecipe
 from pipelines.segments import Segment, TaskJob, plan_segments, run_task
 from pipelines.stages import STAGES
+from pipelines.stages.base import RunContext
 from pipelines.stats import merge
 from pipelines.storage import RunLayout, read_json, write_json
 
@@ -135,7 +136,7 @@ def _run_segment(segment: Segment, jobs: list[TaskJob], layout: RunLayout, worke
     return len(jobs) - len(pending)
 
 
-def _resolve(segment: Segment, layout: RunLayout, manifest: dict) -> None:
+def _resolve(segment: Segment, layout: RunLayout, manifest: dict, context: RunContext) -> None:
     spec = segment.tail
     phase = f"{spec.key}.resolve"
     if manifest["phases"].get(phase) == "done":
@@ -144,7 +145,7 @@ def _resolve(segment: Segment, layout: RunLayout, manifest: dict) -> None:
     workdir = layout.stage_work(spec.key)
     workdir.mkdir(parents=True, exist_ok=True)
     files = sorted((workdir / "signatures").glob("part-*.parquet"))
-    STAGES[spec.name](spec.config).resolve(files, workdir)
+    STAGES[spec.name](spec.config, context).resolve(files, workdir)
     manifest["phases"][phase] = "done"
     manifest["resolve_seconds"] = {**manifest.get("resolve_seconds", {}), spec.key: time.perf_counter() - started}
     write_json(layout.manifest, manifest)
@@ -187,18 +188,20 @@ def run_recipe(
     write_json(layout.manifest, manifest)
     segments = plan_segments(loaded.stages)
     schema = document_schema(task.format for task in tasks)
+    context = RunContext(layout.root, loaded.base_dir)
     resumed = 0
     if manifest["status"] != "complete":
         for segment in segments:
             jobs = [
-                TaskJob(str(layout.root), segment.index, i, task, loaded.stages, loaded.recipe.batch_rows, schema)
+                TaskJob(str(layout.root), segment.index, i, task, loaded.stages, loaded.recipe.batch_rows, schema,
+                        str(loaded.base_dir))
                 for i, task in enumerate(tasks)
             ]
             resumed += _run_segment(segment, jobs, layout, workers, progress)
             manifest["phases"][f"segment-{segment.index}"] = "done"
             write_json(layout.manifest, manifest)
             if segment.tail is not None:
-                _resolve(segment, layout, manifest)
+                _resolve(segment, layout, manifest, context)
     totals = _write_stats(layout, loaded, segments, len(tasks), manifest)
     # The intermediate copies between passes are no longer needed once the final pass is done.
     for segment in segments[:-1]:

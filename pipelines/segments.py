@@ -23,7 +23,7 @@ from corpora.readers import ReadBatch, ReadTask, read_task
 from corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 from pipelines.recipe import StageSpec
 from pipelines.stages import STAGES, GlobalStage, MapStage
-from pipelines.stages.base import StageResult
+from pipelines.stages.base import RunContext, StageResult
 from pipelines.stats import StageCounter
 from pipelines.storage import AtomicParquetWriter, RunLayout, part_name, write_json
 
@@ -70,6 +70,11 @@ class TaskJob:
     # The columns every reader's documents are conformed to (the union over the recipe's input formats),
     # so that every part of a run has one schema.
     document_schema: pa.Schema = DOCUMENT_SCHEMA
+    recipe_dir: str = "."
+
+    @property
+    def context(self) -> RunContext:
+        return RunContext(Path(self.run_dir), Path(self.recipe_dir))
 
 
 def task_output(layout: RunLayout, segment: Segment, task_index: int) -> Path:
@@ -87,8 +92,8 @@ def _ordinals(task_index: int, start: int, count: int) -> pa.Array:
     return pa.array(range(first, first + count), pa.int64())
 
 
-def _instantiate(spec: StageSpec | None) -> Any:
-    return STAGES[spec.name](spec.config) if spec else None
+def _instantiate(spec: StageSpec | None, context: RunContext) -> Any:
+    return STAGES[spec.name](spec.config, context) if spec else None
 
 
 def _batches(job: TaskJob, layout: RunLayout) -> Iterator[ReadBatch]:
@@ -139,8 +144,8 @@ class _Chain:
     """The fused stages of one segment, applied batch by batch with their counters."""
 
     def __init__(self, segment: Segment, job: TaskJob, layout: RunLayout):
-        self.head: GlobalStage | None = _instantiate(segment.head)
-        self.maps: list[tuple[str, MapStage]] = [(s.key, _instantiate(s)) for s in segment.maps]
+        self.head: GlobalStage | None = _instantiate(segment.head, job.context)
+        self.maps: list[tuple[str, MapStage]] = [(s.key, _instantiate(s, job.context)) for s in segment.maps]
         self.head_key = segment.head.key if segment.head else ""
         self.counters = {key: StageCounter() for key in segment.stage_keys}
         self.decisions = None
@@ -189,7 +194,7 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     segment = plan_segments(job.stages)[job.segment]
     _clear_task_outputs(layout, segment, job.task_index)
     chain = _Chain(segment, job, layout)
-    tail: GlobalStage | None = _instantiate(segment.tail)
+    tail: GlobalStage | None = _instantiate(segment.tail, job.context)
 
     if job.segment == 0:
         input_schema = job.document_schema

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from pipelines.stages.base import GlobalStage, MapStage, Stage, StageConfig
+from pipelines.stages.base import GlobalStage, MapStage, RunContext, Stage, StageConfig
 
 STAGES: dict[str, type[Stage]] = {}
 
@@ -26,4 +26,4 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module != "base":
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["STAGES", "GlobalStage", "MapStage", "Stage", "StageConfig", "register"]
+__all__ = ["STAGES", "GlobalStage", "MapStage", "RunContext", "Stage", "StageConfig", "register"]

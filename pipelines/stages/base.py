@@ -8,6 +8,7 @@ the engine does all I/O, parallelism, progress, stats and resumption around it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -29,13 +30,30 @@ class StageResult(NamedTuple):
     removed: pa.Table
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """Where a stage runs: its run folder (for global stages' products) and the recipe's folder
+    (relative paths in a stage's parameters, e.g. a block list or a model, are resolved against it)."""
+
+    run_dir: Path
+    recipe_dir: Path
+
+    def resolve(self, path: str | Path) -> Path:
+        path = Path(path)
+        return path if path.is_absolute() else self.recipe_dir / path
+
+
+DEFAULT_CONTEXT = RunContext(Path.cwd(), Path.cwd())
+
+
 class Stage:
     name: ClassVar[str]
     kind: ClassVar[str]
     Config: ClassVar[type[StageConfig]] = StageConfig
 
-    def __init__(self, config: StageConfig):
+    def __init__(self, config: StageConfig, context: RunContext = DEFAULT_CONTEXT):
         self.config = config
+        self.context = context
 
 
 class MapStage(Stage):
@@ -57,6 +75,9 @@ class FilterStage(MapStage):
 
 class GlobalStage(Stage):
     kind = "global"
+    # False for stages that only produce something (a tokenizer, token shards) and keep every document:
+    # the engine then moves the documents on without rewriting them.
+    removes_documents: ClassVar[bool] = True
 
     def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         """Per-batch rows the barrier needs; `ordinals` give each document's stable position in the run."""
