@@ -163,7 +163,12 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
     except ValidationError as exc:
         messages = [_format_error(source, root, e["loc"], _explain(e, _model_for(e["loc"]))) for e in exc.errors()]
         raise RecipeError("\n".join(messages)) from None
-    stages = [_validate_stage(item, i, source, root) for i, item in enumerate(recipe.stages)]
+    stages = []
+    for index, item in enumerate(recipe.stages):
+        spec = _validate_stage(item, index, source, root)
+        for name, config in STAGES[spec.name].prerequisites(spec.config):
+            stages.append(StageSpec(name=name, key=name, config=config, line=spec.line))
+        stages.append(spec)
     keys = [s.key for s in stages]
     for i, spec in enumerate(stages):  # a stage used twice gets a numbered key: length_filter, length_filter_2
         if keys[:i].count(spec.name):

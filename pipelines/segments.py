@@ -10,6 +10,8 @@ so a killed run resumes by redoing only the tasks without a marker.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from pipelines.recipe import StageSpec
 from pipelines.stages import STAGES, GlobalStage, MapStage
 from pipelines.stages.base import RunContext, StageResult
 from pipelines.stats import StageCounter
-from pipelines.storage import AtomicParquetWriter, RunLayout, part_name, write_json
+from pipelines.storage import AtomicParquetWriter, RunLayout, part_name, temp_name, write_json
 
 # Ordinals number every document of a segment's output: task index in the high bits, row in the low.
 ORDINAL_TASK_SHIFT = 32
@@ -188,6 +190,17 @@ def _clear_task_outputs(layout: RunLayout, segment: Segment, task_index: int) ->
         path.unlink(missing_ok=True)
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """Give `target` the bytes of `source` atomically: a hard link where possible, else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
 def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     """Run one task of one segment; `report(n)` is called with the number of records read per batch."""
     layout = RunLayout(job.run_dir)
@@ -200,7 +213,11 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
         input_schema = job.document_schema
     else:
         input_schema = pq.read_schema(layout.segment(job.segment - 1) / part_name(job.task_index))
-    kept_writer = AtomicParquetWriter(task_output(layout, segment, job.task_index), chain.output_schema(input_schema))
+    output = task_output(layout, segment, job.task_index)
+    # After a global stage that removes nothing, with no map stage behind it, the documents are the
+    # previous pass's part as it is: link it instead of rewriting it.
+    passes_through = segment.head is not None and not chain.head.removes_documents and not segment.maps
+    kept_writer = None if passes_through else AtomicParquetWriter(output, chain.output_schema(input_schema))
     removed = _RemovedWriters(layout, job.task_index)
     quarantine: AtomicParquetWriter | None = None
     signatures: AtomicParquetWriter | None = None
@@ -226,11 +243,14 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
             signatures.write(sig)
             tail_seconds += time.perf_counter() - started
         rows_out += docs.num_rows
-        kept_writer.write(docs)
+        if kept_writer is not None:
+            kept_writer.write(docs)
 
     for writer in (kept_writer, quarantine, signatures):
         if writer is not None:
             writer.close()
+    if passes_through:
+        link_or_copy(layout.segment(job.segment - 1) / part_name(job.task_index), output)
     removed.close()
     stats = {key: counter.to_dict() for key, counter in chain.counters.items()}
     if job.segment == 0:

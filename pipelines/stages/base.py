@@ -55,6 +55,11 @@ class Stage:
         self.config = config
         self.context = context
 
+    @classmethod
+    def prerequisites(cls, config: StageConfig) -> list[tuple[str, StageConfig]]:
+        """Stages (name, config) the recipe runs just before this one, e.g. training the tokenizer it uses."""
+        return []
+
 
 class MapStage(Stage):
     kind = "map"

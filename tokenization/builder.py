@@ -1,0 +1,138 @@
+"""Building token shards: encode documents per task, then split, mix, shuffle and write the shard sets.
+
+Encoding runs per task in parallel and keeps its tokens in a Parquet list column (one file per task).
+`write_token_splits` then reads those files once into flat memory-mapped arrays, decides every
+document's split, copies and position from hashes of its id (so the result never depends on task
+boundaries or worker count), and streams the documents into shards in that order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer
+
+from tokenization.shards import ShardWriter, dtype_for
+from tokenization.tokenizer import fingerprint, special_ids
+
+
+def encoded_schema(vocab_size: int) -> pa.Schema:
+    token_type = pa.uint16() if dtype_for(vocab_size).itemsize == 2 else pa.uint32()
+    return pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("tokens", pa.list_(token_type))])
+
+
+def encode_documents(tokenizer: Tokenizer, docs: pa.Table, eos_id: int) -> pa.Table:
+    """Encode a batch of documents (no special tokens added by the tokenizer) and end each with EOS."""
+    schema = encoded_schema(tokenizer.get_vocab_size())
+    texts = docs.column("text").to_pylist()
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False) if texts else []
+    lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
+    offsets = np.zeros(len(encodings) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.empty(int(offsets[-1]), dtype=schema.field("tokens").type.value_type.to_pandas_dtype())
+    for encoding, start, end in zip(encodings, offsets[:-1], offsets[1:]):
+        flat[start : end - 1] = encoding.ids
+        flat[end - 1] = eos_id
+    tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+    return pa.table([docs.column("id"), docs.column("source"), tokens], schema=schema)
+
+
+def unit_hash(*parts: object) -> float:
+    """A uniform number in [0, 1) from the parts, the same on every machine (BLAKE2b)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+@dataclass
+class SplitPlan:
+    """How documents become shard sets: held-out fraction, per-source weights, shuffle seed, shard size."""
+
+    validation_fraction: float = 0.01
+    weights: dict[str, float] = field(default_factory=dict)
+    shuffle: bool = True
+    seed: int = 0
+    shard_tokens: int = 50_000_000
+
+    def copies(self, doc_id: str, source: str) -> int:
+        """How many times a document appears: weight 2.5 gives 2 copies, plus a third for half the documents."""
+        weight = self.weights.get(source, 1.0)
+        whole = int(weight)
+        return whole + (1 if unit_hash("mix", self.seed, doc_id) < weight - whole else 0)
+
+    def split(self, doc_id: str) -> str:
+        return "validation" if unit_hash("split", doc_id) < self.validation_fraction else "train"
+
+
+def _flatten(encoded_files: list[Path], workdir: Path) -> tuple[list[np.ndarray], pa.Table]:
+    """Each task's tokens as one flat array on disk (memory-mapped back), and a table locating documents."""
+    flats, entries = [], []
+    workdir.mkdir(parents=True, exist_ok=True)
+    for file_index, path in enumerate(encoded_files):
+        table = pq.read_table(path)
+        tokens = table.column("tokens").combine_chunks()
+        values = tokens.values.to_numpy(zero_copy_only=False)
+        flat_path = workdir / f"flat-{file_index:05d}.bin"
+        values.tofile(flat_path)
+        flats.append(np.memmap(flat_path, dtype=values.dtype, mode="r") if len(values) else values)
+        offsets = tokens.offsets.to_numpy()
+        entries.append(pa.table({
+            "doc_id": table.column("doc_id"),
+            "source": table.column("source"),
+            "file": pa.array(np.full(table.num_rows, file_index, dtype=np.int32)),
+            "start": pa.array(offsets[:-1].astype(np.int64)),
+            "length": pa.array(np.diff(offsets).astype(np.int64)),
+        }))
+    return flats, pa.concat_tables(entries) if entries else None
+
+
+def write_token_splits(
+    encoded_files: list[Path], tokens_dir: Path, tokenizer: Tokenizer, plan: SplitPlan, eos_token: str | None,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Write tokens/<split>/ shard sets from the per-task encoded files; return a summary per split."""
+    flats, entries = _flatten(encoded_files, workdir)
+    ids = special_ids(tokenizer, eos_token)
+    base_meta = {"vocab_size": tokenizer.get_vocab_size(), "special_ids": ids,
+                 "tokenizer_fingerprint": fingerprint(tokenizer), "tokenizer": "../tokenizer.json",
+                 "seed": plan.seed, "shuffle": plan.shuffle, "weights": plan.weights,
+                 "validation_fraction": plan.validation_fraction}
+    rows = entries.to_pylist() if entries is not None else []
+    order: dict[str, list[tuple]] = {"train": [], "validation": []}
+    tokens_in: Counter[str] = Counter()
+    for position, row in enumerate(rows):
+        tokens_in[row["source"]] += row["length"]
+        for copy in range(plan.copies(row["doc_id"], row["source"])):
+            key = unit_hash("shuffle", plan.seed, row["doc_id"], copy) if plan.shuffle else position
+            order[plan.split(row["doc_id"])].append((key, position, copy))
+    tokens_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tokens_dir / ".tokenizer.json.tmp"
+    tokenizer.save(str(tmp))
+    os.replace(tmp, tokens_dir / "tokenizer.json")
+    summary = {}
+    for split, items in order.items():
+        items.sort()
+        tokens_out: Counter[str] = Counter()
+        for _key, position, _copy in items:
+            tokens_out[rows[position]["source"]] += rows[position]["length"]
+        # Tokens this split takes from a source per token the source has: 2.0 = seen twice per pass over the split.
+        epochs = {source: round(n / tokens_in[source], 4) for source, n in sorted(tokens_out.items())}
+        shutil.rmtree(tokens_dir / split, ignore_errors=True)  # a resumed finish starts the split afresh
+        writer = ShardWriter(tokens_dir / split, tokenizer.get_vocab_size(), plan.shard_tokens)
+        for _key, position, copy in items:
+            row = rows[position]
+            doc_id = row["doc_id"] if copy == 0 else f"{row['doc_id']}#copy{copy}"
+            writer.add(doc_id, row["source"], flats[row["file"]][row["start"] : row["start"] + row["length"]])
+        meta = writer.close({**base_meta, "split": split, "effective_epochs": epochs})
+        summary[split] = {"documents": meta["documents"], "tokens": meta["tokens"], "shards": len(meta["shards"]),
+                          "effective_epochs": epochs}
+    shutil.rmtree(workdir, ignore_errors=True)
+    return summary
