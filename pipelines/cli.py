@@ -47,6 +47,13 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokens(args: argparse.Namespace) -> int:
+    from tokenization.inspect import describe
+
+    print(describe(args.path))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -85,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON schema of recipes")
     schema.set_defaults(fn=_cmd_schema)
 
+    tokens = commands.add_parser("tokens", help="inspect token shards", description=(
+        "Inspect token shards: counts, shards, dtype, tokenizer, tokens per source and a decoded sample. "
+        "The shards are verified on the way (a truncated or mismatched shard is reported)."))
+    tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    inspect = tokens_commands.add_parser("inspect", help="describe RUN/tokens or one split folder")
+    inspect.add_argument("path", help="RUN/tokens, or a split folder such as RUN/tokens/train")
+    inspect.set_defaults(fn=_cmd_tokens)
+
     demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples")
     demo.add_argument("--output", "-o", default="refinery-demo", help="where to put the run (default: %(default)s)")
     demo.add_argument("--workers", "-w", type=int, default=None, help="worker processes (default: all cores)")
@@ -99,11 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.executor import TaskFailed
     from pipelines.recipe import RecipeError
     from pipelines.sql import SqlError
+    from tokenization.reader import ShardError
+    from tokenization.tokenizer import TokenizerError
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (RecipeError, InputError, RunError, TaskFailed, SqlError) as err:
+    except (RecipeError, InputError, RunError, TaskFailed, SqlError, ShardError, TokenizerError,
+            FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

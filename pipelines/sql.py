@@ -23,11 +23,17 @@ _VIEW_HELP = {
     "removed": "removed documents with `stage` and `reason` (removed/*/*.parquet)",
     "quarantine": "input records that could not be read, with `reason` and raw bytes (quarantine/*.parquet)",
     "stats": "one row per stage: docs_in, kept, removed, quarantined, reasons, bytes, seconds (stats/*.json)",
+    "tokens": "one row per tokenized document: split, doc_id, source, shard, offset, length (tokens/*/index.parquet)",
 }
 
 
 class SqlError(ValueError):
     """A query that cannot run here, with what to do instead."""
+
+
+def _quoted(path: Path) -> str:
+    """A path as an SQL string literal (views cannot take parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _has(folder: Path, pattern: str) -> bool:
@@ -40,24 +46,26 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     if not (root / "manifest.json").exists():
         raise SqlError(f"{root} is not a Refinery run folder (no manifest.json); give the `output:` of a recipe")
     con = duckdb.connect()
-    data, removed, quarantine, stats = root / "data", root / "removed", root / "quarantine", root / "stats"
-    if _has(data, "*.parquet"):
-        con.execute(f"CREATE VIEW docs AS SELECT * FROM read_parquet('{data}/*.parquet', union_by_name=true)")
-    else:
-        con.register("docs", DOCUMENT_SCHEMA.empty_table())
-    if _has(removed, "*/*.parquet"):
-        con.execute(f"CREATE VIEW removed AS SELECT * FROM read_parquet('{removed}/*/*.parquet', union_by_name=true)")
-    else:
-        empty = DOCUMENT_SCHEMA.empty_table().append_column("reason", pa.array([], pa.string()))
-        con.register("removed", empty.append_column("stage", pa.array([], pa.string())))
-    if _has(quarantine, "*.parquet"):
-        con.execute(f"CREATE VIEW quarantine AS SELECT * FROM read_parquet('{quarantine}/*.parquet')")
-    else:
-        con.register("quarantine", QUARANTINE_SCHEMA.empty_table())
-    if _has(stats, "*.json"):
-        con.execute(
-            f"CREATE VIEW stats AS SELECT * FROM read_json('{stats}/*.json', union_by_name=true) ORDER BY position"
-        )
+    removed_empty = DOCUMENT_SCHEMA.empty_table().append_column("reason", pa.array([], pa.string()))
+    views = [
+        ("docs", "data", "*.parquet", "read_parquet({}, union_by_name=true)", DOCUMENT_SCHEMA.empty_table()),
+        ("removed", "removed", "*/*.parquet", "read_parquet({}, union_by_name=true)",
+         removed_empty.append_column("stage", pa.array([], pa.string()))),
+        ("quarantine", "quarantine", "*.parquet", "read_parquet({})", QUARANTINE_SCHEMA.empty_table()),
+        ("stats", "stats", "*.json", "read_json({}, union_by_name=true) ORDER BY position", None),
+        ("tokens", "tokens", "*/index.parquet", None, None),
+    ]
+    for name, folder, pattern, reader, empty in views:
+        if _has(root / folder, pattern):
+            source = _quoted(root / folder / pattern)
+            if name == "tokens":  # the split is the folder name
+                select = ("regexp_extract(filename, '([^/]+)/index.parquet$', 1) AS split, * EXCLUDE (filename) "
+                          f"FROM read_parquet({source}, filename=true)")
+            else:
+                select = f"* FROM {reader.format(source)}"
+            con.execute(f"CREATE VIEW {name} AS SELECT {select}")
+        elif empty is not None:
+            con.register(name, empty)
     return con
 
 
