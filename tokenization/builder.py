@@ -21,29 +21,43 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
+from tokenization.chat import loss_mask
 from tokenization.shards import ShardWriter, dtype_for
 from tokenization.tokenizer import fingerprint, special_ids
 
 
-def encoded_schema(vocab_size: int) -> pa.Schema:
+def encoded_schema(vocab_size: int, with_mask: bool = False) -> pa.Schema:
     token_type = pa.uint16() if dtype_for(vocab_size).itemsize == 2 else pa.uint32()
-    return pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("tokens", pa.list_(token_type))])
+    fields = [("doc_id", pa.string()), ("source", pa.string()), ("tokens", pa.list_(token_type))]
+    return pa.schema(fields + ([("mask", pa.list_(pa.uint8()))] if with_mask else []))
 
 
 def encode_documents(tokenizer: Tokenizer, docs: pa.Table, eos_id: int) -> pa.Table:
-    """Encode a batch of documents (no special tokens added by the tokenizer) and end each with EOS."""
-    schema = encoded_schema(tokenizer.get_vocab_size())
+    """Encode a batch of documents (no special tokens added by the tokenizer) and end each with EOS.
+
+    Documents with a `loss_spans` column (rendered conversations) also get a loss mask from the
+    tokens' character offsets: 1 inside a span, 0 elsewhere and on the closing EOS.
+    """
+    with_mask = "loss_spans" in docs.column_names
+    schema = encoded_schema(tokenizer.get_vocab_size(), with_mask)
     texts = docs.column("text").to_pylist()
-    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False) if texts else []
+    encode = tokenizer.encode_batch if with_mask else tokenizer.encode_batch_fast  # only the former has offsets
+    encodings = encode(texts, add_special_tokens=False) if texts else []
     lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
     offsets = np.zeros(len(encodings) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     flat = np.empty(int(offsets[-1]), dtype=schema.field("tokens").type.value_type.to_pandas_dtype())
-    for encoding, start, end in zip(encodings, offsets[:-1], offsets[1:]):
+    masks = np.zeros(int(offsets[-1]), dtype=np.uint8) if with_mask else None
+    spans = docs.column("loss_spans").to_pylist() if with_mask else None
+    for i, (encoding, start, end) in enumerate(zip(encodings, offsets[:-1], offsets[1:])):
         flat[start : end - 1] = encoding.ids
         flat[end - 1] = eos_id
-    tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-    return pa.table([docs.column("id"), docs.column("source"), tokens], schema=schema)
+        if masks is not None:
+            masks[start : end - 1] = loss_mask(encoding.offsets, [(s["start"], s["end"]) for s in spans[i] or []])
+    columns = [docs.column("id"), docs.column("source"), pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))]
+    if masks is not None:
+        columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(masks)))
+    return pa.table(columns, schema=schema)
 
 
 def unit_hash(*parts: object) -> float:
@@ -72,26 +86,28 @@ class SplitPlan:
         return "validation" if unit_hash("split", doc_id) < self.validation_fraction else "train"
 
 
-def _flatten(encoded_files: list[Path], workdir: Path) -> tuple[list[np.ndarray], pa.Table]:
-    """Each task's tokens as one flat array on disk (memory-mapped back), and a table locating documents."""
-    flats, entries = [], []
+def _to_disk(values: np.ndarray, path: Path) -> np.ndarray:
+    """Write a flat array and map it back, so the finish never holds a whole corpus of tokens in memory."""
+    values.tofile(path)
+    return np.memmap(path, dtype=values.dtype, mode="r") if len(values) else values
+
+
+def _flatten(encoded_files: list[Path], workdir: Path) -> tuple[list[np.ndarray], list[np.ndarray] | None, list]:
+    """Each task's tokens (and masks) as flat arrays on disk, and one row per document locating it."""
+    flats, masks, rows = [], [], []
     workdir.mkdir(parents=True, exist_ok=True)
     for file_index, path in enumerate(encoded_files):
         table = pq.read_table(path)
         tokens = table.column("tokens").combine_chunks()
-        values = tokens.values.to_numpy(zero_copy_only=False)
-        flat_path = workdir / f"flat-{file_index:05d}.bin"
-        values.tofile(flat_path)
-        flats.append(np.memmap(flat_path, dtype=values.dtype, mode="r") if len(values) else values)
+        flats.append(_to_disk(tokens.values.to_numpy(zero_copy_only=False), workdir / f"flat-{file_index:05d}.bin"))
+        if "mask" in table.column_names:
+            mask_values = table.column("mask").combine_chunks().values.to_numpy(zero_copy_only=False)
+            masks.append(_to_disk(mask_values, workdir / f"flat-{file_index:05d}.mask.bin"))
         offsets = tokens.offsets.to_numpy()
-        entries.append(pa.table({
-            "doc_id": table.column("doc_id"),
-            "source": table.column("source"),
-            "file": pa.array(np.full(table.num_rows, file_index, dtype=np.int32)),
-            "start": pa.array(offsets[:-1].astype(np.int64)),
-            "length": pa.array(np.diff(offsets).astype(np.int64)),
-        }))
-    return flats, pa.concat_tables(entries) if entries else None
+        for doc_id, source, start, end in zip(table.column("doc_id").to_pylist(), table.column("source").to_pylist(),
+                                              offsets[:-1].tolist(), offsets[1:].tolist()):
+            rows.append({"doc_id": doc_id, "source": source, "file": file_index, "start": start, "length": end - start})
+    return flats, (masks if masks else None), rows
 
 
 def write_token_splits(
@@ -99,13 +115,12 @@ def write_token_splits(
     workdir: Path,
 ) -> dict[str, Any]:
     """Write tokens/<split>/ shard sets from the per-task encoded files; return a summary per split."""
-    flats, entries = _flatten(encoded_files, workdir)
+    flats, masks, rows = _flatten(encoded_files, workdir)
     ids = special_ids(tokenizer, eos_token)
     base_meta = {"vocab_size": tokenizer.get_vocab_size(), "special_ids": ids,
                  "tokenizer_fingerprint": fingerprint(tokenizer), "tokenizer": "../tokenizer.json",
                  "seed": plan.seed, "shuffle": plan.shuffle, "weights": plan.weights,
                  "validation_fraction": plan.validation_fraction}
-    rows = entries.to_pylist() if entries is not None else []
     order: dict[str, list[tuple]] = {"train": [], "validation": []}
     tokens_in: Counter[str] = Counter()
     for position, row in enumerate(rows):
@@ -126,11 +141,12 @@ def write_token_splits(
         # Tokens this split takes from a source per token the source has: 2.0 = seen twice per pass over the split.
         epochs = {source: round(n / tokens_in[source], 4) for source, n in sorted(tokens_out.items())}
         shutil.rmtree(tokens_dir / split, ignore_errors=True)  # a resumed finish starts the split afresh
-        writer = ShardWriter(tokens_dir / split, tokenizer.get_vocab_size(), plan.shard_tokens)
+        writer = ShardWriter(tokens_dir / split, tokenizer.get_vocab_size(), plan.shard_tokens, masks is not None)
         for _key, position, copy in items:
             row = rows[position]
             doc_id = row["doc_id"] if copy == 0 else f"{row['doc_id']}#copy{copy}"
-            writer.add(doc_id, row["source"], flats[row["file"]][row["start"] : row["start"] + row["length"]])
+            span = slice(row["start"], row["start"] + row["length"])
+            writer.add(doc_id, row["source"], flats[row["file"]][span], masks[row["file"]][span] if masks else None)
         meta = writer.close({**base_meta, "split": split, "effective_epochs": epochs})
         summary[split] = {"documents": meta["documents"], "tokens": meta["tokens"], "shards": len(meta["shards"]),
                           "effective_epochs": epochs}
