@@ -166,3 +166,13 @@ def test_uint32_when_the_vocabulary_needs_it(tmp_path):
     shards = TokenShards(tmp_path)
     assert shards.span(0, 5).tolist() == [70_000, 5, 99_999, 1, 2]
     assert np.fromfile(tmp_path / "shard-00000.bin", dtype="<u4").tolist() == [70_000, 5, 99_999, 1, 2]
+
+
+def test_tokens_inspect_command(tokenized, capsys):
+    from pipelines.cli import main
+
+    assert main(["tokens", "inspect", str(tokenized / "tokens")]) == 0
+    out = capsys.readouterr().out
+    assert "tokens/train" in out and "tokens/validation" in out and "dtype uint16" in out and "sample: " in out
+    assert main(["tokens", "inspect", str(tokenized / "data")]) == 2
+    assert "holds no token shards" in capsys.readouterr().err
