@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -15,7 +16,6 @@ from corpora.records import (
     DOCUMENT_SCHEMA,
     QUARANTINE_SCHEMA,
     document_table,
-    encode_meta,
     position_id,
     quarantine_table,
 )
@@ -23,6 +23,33 @@ from corpora.records import (
 # Documents per yielded batch: big enough for vectorised stages, small enough to stream.
 DEFAULT_BATCH_ROWS = 4096
 COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd", ".bz2")
+
+
+def _meta_encoder() -> Callable[[dict], str]:
+    """The serialisation of corpora.records.encode_meta, built once instead of once per record.
+
+    json.dumps(extras, ensure_ascii=False, sort_keys=True, default=str) sets up a new encoder on every
+    call, which costs more than encoding a small `meta` object. The C encoder that json.dumps itself uses
+    is built here once, without the circular-reference bookkeeping (parsed records cannot be circular);
+    where this Python has no such encoder, or it does not agree with json.dumps, json's own encoder is used.
+    """
+    reference = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        encode = json.encoder.c_make_encoder(None, str, json.encoder.encode_basestring, None, ": ", ", ",
+                                             True, False, True)
+
+        def fast(extras: dict) -> str:
+            return "".join(encode(extras, 0))
+
+        sample = {"z": [1, -0.0, 2.5e300, float("nan"), True, None, "é \u2028 \" \\"], "a": {"y": {}, "b": b"x"}}
+        if fast(sample) == reference.encode(sample):
+            return fast
+    except Exception:  # any trouble with the private encoder means: use the public one
+        pass
+    return reference.encode
+
+
+_encode_meta = _meta_encoder()
 
 
 class InputError(ValueError):
@@ -149,24 +176,32 @@ class RecordBuilder:
         if not isinstance(record, dict):
             self.quarantine(position, f"not_an_object: got {type(record).__name__}", raw)
             return
-        text = record.get(self.text_field)
+        text_field, id_field = self.text_field, self.id_field
+        text = record.get(text_field)
         if text is None:
-            self.quarantine(position, f"missing_text: no '{self.text_field}' field", raw)
+            self.quarantine(position, f"missing_text: no '{text_field}' field", raw)
             return
         if not isinstance(text, str):
-            self.quarantine(position, f"text_not_string: '{self.text_field}' is {type(text).__name__}", raw)
+            self.quarantine(position, f"text_not_string: '{text_field}' is {type(text).__name__}", raw)
             return
         self.records += 1
         self.positions.append(position)
-        own_id = record.get(self.id_field)
+        own_id = record.get(id_field)
         self.ids.append(str(own_id) if own_id is not None else position_id(self.file_name, position))
         self.texts.append(text)
         url = record.get("url")
-        self.urls.append(url if isinstance(url, str) else None)
-        extras = {k: v for k, v in record.items() if k not in (self.text_field, self.id_field, "url")}
-        if url is not None and not isinstance(url, str):
+        url_is_str = isinstance(url, str)
+        self.urls.append(url if url_is_str else None)
+        # Every field but text, id and url goes to meta; a url that is not a string stays there too.
+        extras = None
+        for key in record:
+            if key != text_field and key != id_field and key != "url":
+                extras = {k: v for k, v in record.items() if k not in (text_field, id_field, "url")}
+                break
+        if url is not None and not url_is_str:
+            extras = extras or {}
             extras["url"] = url
-        self.metas.append(encode_meta(extras))
+        self.metas.append(_encode_meta(extras) if extras else None)
 
     def add_text(self, text: str, position: int) -> None:
         """Add a plain-text record (no fields): position id, no url, no meta."""

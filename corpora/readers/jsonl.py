@@ -1,10 +1,19 @@
-"""JSON Lines (plain, .gz, .zst): one JSON object per line; plain files split into byte ranges."""
+"""JSON Lines (plain, .gz, .zst): one JSON object per line; plain files split into byte ranges.
+
+Lines are parsed with orjson (about twice as fast as `json` on long texts, and it reads bytes without a
+decode step). The standard `json` module stays the reference: wherever orjson refuses a line, or may
+have read it differently, the line is parsed again with `json`, so what is kept, what is quarantined
+and every quarantine reason are exactly those of the `json` reader.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterator
+from typing import Any
+
+import orjson
 
 from corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
@@ -16,6 +25,10 @@ from corpora.readers.base import (
     iter_lines,
 )
 
+# orjson reads an integer literal beyond 64 bits as a float, where `json` keeps it exact; every float
+# this large is therefore read again by `json` (a genuine float literal comes out the same either way).
+_HUGE = float(2**63)
+
 
 def plan(path: str, task_size: int) -> list[tuple[int, int | None]]:
     # A compressed stream cannot be entered in the middle, so it is one task.
@@ -24,13 +37,37 @@ def plan(path: str, task_size: int) -> list[tuple[int, int | None]]:
     return byte_ranges(os.path.getsize(path), task_size)
 
 
+def _has_huge_float(container: dict | list) -> bool:
+    for value in container.values() if type(container) is dict else container:
+        kind = type(value)
+        if kind is float:
+            if not -_HUGE < value < _HUGE:
+                return True
+        elif (kind is dict or kind is list) and _has_huge_float(value):
+            return True
+    return False
+
+
+def _loads(line: bytes) -> Any:
+    """The record `json.loads(line)` gives (or its error), found with orjson where the two agree."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        # orjson is stricter (NaN, lone surrogates, a UTF-8 BOM, ...): json decides, and its error is the reason.
+        return json.loads(line)
+    kind = type(record)
+    if kind is dict or kind is list:
+        return json.loads(line) if _has_huge_float(record) else record
+    return json.loads(line) if kind is float and not -_HUGE < record < _HUGE else record
+
+
 def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
     builder = RecordBuilder(task)
     for offset, line in iter_lines(task.path, task.start, task.end):
-        if not line.strip():
+        if not line or line.isspace():
             continue  # blank lines separate nothing in JSONL; they are not records
         try:
-            record = json.loads(line)
+            record = _loads(line)
         except UnicodeDecodeError as err:
             builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
         except json.JSONDecodeError as err:
