@@ -79,17 +79,35 @@ def _input_fingerprints(tasks: list[ReadTask]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _fingerprint(loaded: LoadedRecipe, inputs: list[dict[str, Any]]) -> str:
-    """What decides the output: the recipe (less its output folder) and the input files."""
+def _check_stages(loaded: LoadedRecipe, context: RunContext) -> list[dict[str, str]]:
+    """Build every stage once before any work, so a missing model or list fails at once, naming the recipe line;
+    return the content hashes of the files the stages read (they decide the output as much as the inputs)."""
+    resources = []
+    for spec in loaded.stages:
+        try:
+            stage = STAGES[spec.name](spec.config, context)
+        except ValueError as err:
+            raise RunError(f"{loaded.source_file}:{spec.line}: {err}") from None
+        for path in stage.resource_files:
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            resources.append({"stage": spec.key, "path": str(path), "sha256": digest})
+    return resources
+
+
+def _fingerprint(loaded: LoadedRecipe, inputs: list[dict[str, Any]], resources: list[dict[str, str]]) -> str:
+    """What decides the output: the recipe (less its output folder), the input files and the stages' files."""
     recipe = loaded.recipe.model_dump(exclude={"output", "name"})
     stages = [{"name": s.name, "config": s.config.model_dump()} for s in loaded.stages]
-    blob = json.dumps({"recipe": recipe, "stages": stages, "inputs": inputs}, sort_keys=True, default=str)
+    blob = json.dumps({"recipe": recipe, "stages": stages, "inputs": inputs, "resources": resources},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _open_manifest(layout: RunLayout, loaded: LoadedRecipe, tasks: list[ReadTask], force: bool) -> dict:
+def _open_manifest(
+    layout: RunLayout, loaded: LoadedRecipe, tasks: list[ReadTask], resources: list[dict[str, str]], force: bool
+) -> dict:
     inputs = _input_fingerprints(tasks)
-    fingerprint = _fingerprint(loaded, inputs)
+    fingerprint = _fingerprint(loaded, inputs, resources)
     if force and layout.root.exists():
         shutil.rmtree(layout.root)
     if layout.manifest.exists():
@@ -109,6 +127,7 @@ def _open_manifest(layout: RunLayout, loaded: LoadedRecipe, tasks: list[ReadTask
         "recipe": loaded.recipe.model_dump(),
         "stages": [{"key": s.key, "name": s.name, "config": s.config.model_dump()} for s in loaded.stages],
         "inputs": inputs,
+        "resources": resources,
         "tasks": [t.to_dict() for t in tasks],
         "fingerprint": fingerprint,
         "versions": _versions(),
@@ -181,14 +200,15 @@ def run_recipe(
     workers = workers or os.cpu_count() or 1
     layout = RunLayout(loaded.output_dir)
     tasks = plan_tasks(loaded)
-    manifest = _open_manifest(layout, loaded, tasks, force)
+    context = RunContext(layout.root, loaded.base_dir)
+    resources = _check_stages(loaded, context)
+    manifest = _open_manifest(layout, loaded, tasks, resources, force)
     layout.root.mkdir(parents=True, exist_ok=True)
     layout.remove_temp_files()
     manifest["workers"] = workers
     write_json(layout.manifest, manifest)
     segments = plan_segments(loaded.stages)
     schema = document_schema(task.format for task in tasks)
-    context = RunContext(layout.root, loaded.base_dir)
     resumed = 0
     if manifest["status"] != "complete":
         for segment in segments:

@@ -148,3 +148,17 @@ def test_sigkill_mid_run_then_resume_gives_identical_bytes(acceptance_run, input
     assert resumed.returncode == 0, resumed.stderr
     assert "tasks already done" in resumed.stdout
     assert output_bytes(run_dir) == output_bytes(clean)
+
+
+def test_stage_files_are_checked_first_and_fingerprinted(data_dir, write_recipe, tmp_path):
+    blocklist = tmp_path / "blocked.txt"
+    recipe = write_recipe([{"path": str(data_dir / "text/c4_demo.jsonl")}],
+                          [{"url_filter": {"block_domains": ["blocked.txt"]}}])
+    with pytest.raises(RunError, match=r"test.yaml:\d+: url_filter: block_domains file .*blocked.txt' not found"):
+        run_recipe(load_recipe(recipe), workers=1, progress=False)
+    assert not (tmp_path / "out").exists()  # nothing started
+    blocklist.write_text("example.com\n")
+    run_recipe(load_recipe(recipe), workers=1, progress=False)
+    blocklist.write_text("example.com\nexample.org\n")  # a changed list must not resume the old results
+    with pytest.raises(RunError, match="--force"):
+        run_recipe(load_recipe(recipe), workers=1, progress=False)

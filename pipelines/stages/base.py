@@ -54,6 +54,17 @@ class Stage:
     def __init__(self, config: StageConfig, context: RunContext = DEFAULT_CONTEXT):
         self.config = config
         self.context = context
+        # Files the stage reads (models, lists): their content is part of the run's fingerprint.
+        self.resource_files: list[Path] = []
+
+    def require_file(self, value: str | Path, parameter: str, hint: str = "") -> Path:
+        """Resolve a file named by a parameter (relative to the recipe's folder); fail clearly if it is missing."""
+        path = self.context.resolve(value)
+        if not path.is_file():
+            raise ValueError(f"{self.name}: {parameter} file {str(path)!r} not found (relative paths start at the "
+                             f"recipe's folder){': ' + hint if hint else ''}")
+        self.resource_files.append(path)
+        return path
 
     @classmethod
     def prerequisites(cls, config: StageConfig) -> list[tuple[str, StageConfig]]:

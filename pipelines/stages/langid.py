@@ -96,10 +96,7 @@ class LangId(MapStage):
 
     def __init__(self, config: LangIdConfig, context: RunContext = DEFAULT_CONTEXT):
         super().__init__(config, context)
-        self.model_path = context.resolve(config.model)
-        if not self.model_path.is_file():
-            raise ValueError(f"langid: model file {str(self.model_path)!r} not found (relative paths start at the "
-                             f"recipe's folder): {MISSING_MODEL_FIX}")
+        self.model_path = self.require_file(config.model, "model", MISSING_MODEL_FIX)
 
     def label(self, text: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
         """(lang, lang_score) per text; null for blank texts."""

@@ -80,26 +80,20 @@ class UrlFilter(MapStage):
 
     def __init__(self, config: UrlFilterConfig, context: RunContext = DEFAULT_CONTEXT):
         super().__init__(config, context)
-        domain_files = [self._list_file(p, "block_domains") for p in config.block_domains]
+        domain_files = [self.require_file(p, "block_domains") for p in config.block_domains]
         if config.use_default_blocklist:
             domain_files.insert(0, DEFAULT_BLOCKLIST)
+            self.resource_files.append(DEFAULT_BLOCKLIST)
         self.block_domains = self._named_lists(domain_files, normalise_domain)
         self.block_substrings = self._named_lists(
-            [self._list_file(p, "block_substrings") for p in config.block_substrings], str.lower
+            [self.require_file(p, "block_substrings") for p in config.block_substrings], str.lower
         )
-        allow_files = [self._list_file(p, "allow_domains") for p in config.allow_domains]
+        allow_files = [self.require_file(p, "allow_domains") for p in config.allow_domains]
         self.allow_domains = frozenset(normalise_domain(entry) for path in allow_files for entry in read_list(path))
         # One RE2 alternation per substring list: Arrow scans each URL once per list, not once per entry.
         self.substring_patterns = {
             name: "|".join(re.escape(entry) for entry in entries) for name, entries in self.block_substrings.items()
         }
-
-    def _list_file(self, value: str, parameter: str) -> Path:
-        path = self.context.resolve(value)
-        if not path.is_file():
-            raise ValueError(f"url_filter: {parameter} file {str(path)!r} not found "
-                             "(relative paths start at the recipe's folder)")
-        return path
 
     @staticmethod
     def _named_lists(paths: list[Path], normalise: Callable[[str], str]) -> dict[str, frozenset[str]]:
