@@ -63,7 +63,8 @@ def peak_rss_mb(recipe_path: Path, workers: int) -> tuple[float, float]:
         "import resource, sys\n"
         "from pipelines.engine import run_recipe\nfrom pipelines.recipe import load_recipe\n"
         f"run_recipe(load_recipe(sys.argv[1]), workers={workers}, force=True, progress=False)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        "usage = resource.getrusage\n"
+        "print(usage(resource.RUSAGE_SELF).ru_maxrss, usage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(recipe_path)], capture_output=True, text=True, check=True)
     main_kb, child_kb = map(int, out.stdout.split()[-2:])
@@ -101,7 +102,8 @@ def main() -> None:
         raw_rate = tokens / median["raw"]
         run_rate = tokens / median["tokenize"]
         stage_rate = tokens / max(1e-9, median["tokenize"] - median["identity"])
-        print(f"\ninput: {len(texts):,} documents, {size / 1e6:.1f} MB JSONL, {tokens:,} tokens; workers {args.workers}")
+        print(f"\ninput: {len(texts):,} documents, {size / 1e6:.1f} MB JSONL, {tokens:,} tokens; "
+              f"workers {args.workers}")
         print(f"raw encode_batch        {median['raw']:7.2f}s  {raw_rate / 1e6:6.3f} M tokens/s")
         print(f"identity run            {median['identity']:7.2f}s")
         print(f"tokenize run            {median['tokenize']:7.2f}s  {run_rate / 1e6:6.3f} M tokens/s  "
@@ -111,7 +113,8 @@ def main() -> None:
         for scale in (int(s) for s in args.memory_scales.split(",")):
             scaled, scaled_size, _ = build_inputs(args.work, scale, 2, MAKE_DOCS)
             main_mb, worker_mb = peak_rss_mb(recipe(scaled, [stage], tmp_dir / f"memory-x{scale}"), args.workers)
-            print(f"peak RSS at {scaled_size / 1e6:6.1f} MB input: main {main_mb:6.0f} MB, largest worker {worker_mb:6.0f} MB")
+            print(f"peak RSS at {scaled_size / 1e6:6.1f} MB input: main {main_mb:6.0f} MB, "
+                  f"largest worker {worker_mb:6.0f} MB")
 
 
 if __name__ == "__main__":
