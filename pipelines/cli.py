@@ -11,6 +11,7 @@ from pipelines import __version__
 
 EPILOG = """examples:
   refinery demo                                   run the bundled recipe on bundled real samples
+  refinery fetch https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-22/wet.paths.gz --dest crawl
   refinery run recipe.yaml --workers 4            run (or resume) a recipe
   refinery sql out/web-en "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
   refinery schema > recipe.schema.json            the JSON schema of recipes (for editors)
@@ -89,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--output", "-o", help="write the result to this file (required for parquet)")
     sql.set_defaults(fn=_cmd_sql)
 
+    from corpora.fetch import add_fetch_arguments, run_fetch  # stdlib + tqdm only
+
+    fetch = commands.add_parser("fetch", help="download raw dumps (URLs, Common Crawl paths lists, Wikipedia)",
+                                description=(
+        "Download raw dumps into a folder: http(s) and file:// URLs, local paths and Common Crawl *.paths.gz "
+        "lists. Each file is checked (size, and checksum with --checksums) before it takes its final name; "
+        "rerun the same command to resume partial downloads and skip complete files."))
+    add_fetch_arguments(fetch)
+    fetch.set_defaults(fn=run_fetch)
+
     schema = commands.add_parser("schema", help="print the JSON schema of recipes")
     schema.set_defaults(fn=_cmd_schema)
 
@@ -109,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from corpora.fetch import FetchError
     from corpora.readers import InputError
     from pipelines.engine import RunError
     from pipelines.executor import TaskFailed
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (RecipeError, InputError, RunError, TaskFailed, SqlError, ShardError, TokenizerError,
+    except (RecipeError, InputError, RunError, TaskFailed, SqlError, ShardError, TokenizerError, FetchError,
             FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -93,8 +93,9 @@ def test_empty_input_file_is_a_clean_run(tmp_path, capsys):
 
 def test_help_and_schema():
     help_text = refinery("--help").stdout
-    for command in ("run", "sql", "schema", "demo"):
+    for command in ("run", "sql", "schema", "demo", "fetch", "tokens"):
         assert command in help_text
     assert "resumes" in refinery("run", "--help").stdout
+    assert "--checksums" in refinery("fetch", "--help").stdout
     schema = json.loads(refinery("schema").stdout)
     assert "stages" in schema["properties"]
