@@ -13,17 +13,18 @@ from typing import Any
 
 import pyarrow as pa
 
-from corpora.readers import hf, jsonl, parquet, text
+from corpora.readers import hf, jsonl, parquet, text, wikipedia
 from corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask
 from corpora.records import DOCUMENT_SCHEMA
 
-FORMATS = {"jsonl": jsonl, "parquet": parquet, "text": text, "hf": hf}
+FORMATS = {"jsonl": jsonl, "parquet": parquet, "text": text, "hf": hf, "wikipedia": wikipedia}
 
 _SUFFIX_FORMATS = [
     ((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz"), "jsonl"),
     ((".parquet",), "parquet"),
     ((".txt", ".txt.gz", ".txt.zst", ".txt.bz2", ".text"), "text"),
     ((".arrow",), "hf"),
+    ((".xml.bz2", ".xml", ".xml.gz"), "wikipedia"),
 ]
 
 __all__ = ["FORMATS", "InputError", "ReadBatch", "ReadTask", "document_schema", "infer_format", "plan_input",
