@@ -120,3 +120,21 @@ def test_hugging_face_dataset_folder(data_dir, tmp_path):
     docs, _, _ = read_all("nih", tmp_path)
     assert docs.column("text").to_pylist() == [r["text"] for r in rows]
     shutil.rmtree(tmp_path / "nih")
+
+
+def test_truncated_compressed_files_keep_what_came_before(data_dir, tmp_path):
+    whole = (data_dir / "text/cc_en_head-0091.jsonl.gz").read_bytes()
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) * 6 // 10])
+    complete, _, _ = read_all("text/cc_en_head-0091.jsonl.gz", data_dir)
+    docs, bad, records = read_all("cut.jsonl.gz", tmp_path)
+    assert 0 < docs.num_rows < complete.num_rows
+    assert docs.column("text").to_pylist() == complete.column("text").to_pylist()[: docs.num_rows]
+    assert bad.num_rows == 1 and bad.column("reason")[0].as_py().startswith("truncated_stream: EOFError")
+    assert records == docs.num_rows + 1
+
+    sherlock = gzip.compress((data_dir / "text/gutenberg-1661-sherlock.txt").read_bytes())
+    (tmp_path / "cut.txt.gz").write_bytes(sherlock[: len(sherlock) // 2])
+    paragraphs, bad, _ = read_all("cut.txt.gz", tmp_path, options={"unit": "paragraph"})
+    assert paragraphs.num_rows > 500 and bad.column("reason")[0].as_py().startswith("truncated_stream")
+    whole_file, bad, _ = read_all("cut.txt.gz", tmp_path)
+    assert whole_file.num_rows == 0 and bad.num_rows == 1  # a file cut short is not a document

@@ -89,8 +89,10 @@ def is_compressed(path: str | Path) -> bool:
 def open_binary(path: str | Path) -> IO[bytes]:
     """Open a file for reading bytes, decompressing .gz, .zst and .bz2 transparently."""
     name = str(path).lower()
+    # gzip and bz2 streams buffer on their own; another buffer on top would lose what was already
+    # decompressed when a damaged file fails part-way.
     if name.endswith(".gz"):
-        return io.BufferedReader(gzip.open(path, "rb"), buffer_size=1 << 20)
+        return gzip.open(path, "rb")
     if name.endswith((".zst", ".zstd")):
         import zstandard
 
@@ -99,7 +101,7 @@ def open_binary(path: str | Path) -> IO[bytes]:
     if name.endswith(".bz2"):
         import bz2
 
-        return io.BufferedReader(bz2.open(path, "rb"), buffer_size=1 << 20)
+        return bz2.open(path, "rb")
     return open(path, "rb")  # noqa: SIM115 - the caller closes it
 
 
@@ -109,6 +111,29 @@ def byte_ranges(size: int, task_size: int) -> list[tuple[int, int | None]]:
         return [(0, None)]
     starts = list(range(0, size, task_size))
     return [(s, e) for s, e in zip(starts, starts[1:] + [None])]
+
+
+class DamagedStream(Exception):
+    """A compressed file ends or breaks part-way: every complete line before `position` was yielded."""
+
+    def __init__(self, position: int, partial: bytes, detail: str):
+        super().__init__(detail)
+        self.position, self.partial, self.detail = position, partial, detail
+
+
+def read_whole(path: str | Path, block: int = 1 << 22) -> tuple[bytes, DamagedStream | None]:
+    """All the bytes of a (possibly compressed) file, and the damage that ended it early, if any."""
+    chunks: list[bytes] = []
+    with open_binary(path) as stream:
+        while True:
+            try:
+                data = stream.read1(block)  # one decompressed chunk at a time: damage loses little
+            except (EOFError, OSError, ValueError) as err:
+                size = sum(map(len, chunks))
+                return b"".join(chunks), DamagedStream(size, b"", f"{type(err).__name__}: {err}")
+            if not data:
+                return b"".join(chunks), None
+            chunks.append(data)
 
 
 def iter_lines(path: str, start: int = 0, end: int | None = None, block: int = 1 << 22) -> Iterator[tuple[int, bytes]]:
@@ -125,7 +150,14 @@ def iter_lines(path: str, start: int = 0, end: int | None = None, block: int = 1
                 pos += len(stream.readline())
         buffer = b""
         while end is None or pos < end:
-            data = stream.read(block)
+            try:
+                data = stream.read1(block)  # one decompressed chunk at a time: damage loses little
+            except (EOFError, OSError, ValueError) as err:  # truncated or corrupt compressed stream
+                complete, _, buffer = buffer.rpartition(b"\n")
+                for line in complete.split(b"\n") if complete else []:
+                    yield pos, line
+                    pos += len(line) + 1
+                raise DamagedStream(pos, buffer, f"{type(err).__name__}: {err}") from None
             if not data:
                 break
             lines = (buffer + data).split(b"\n")

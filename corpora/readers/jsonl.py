@@ -17,6 +17,7 @@ import orjson
 
 from corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
+    DamagedStream,
     ReadBatch,
     ReadTask,
     RecordBuilder,
@@ -63,17 +64,20 @@ def _loads(line: bytes) -> Any:
 
 def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
     builder = RecordBuilder(task)
-    for offset, line in iter_lines(task.path, task.start, task.end):
-        if not line or line.isspace():
-            continue  # blank lines separate nothing in JSONL; they are not records
-        try:
-            record = _loads(line)
-        except UnicodeDecodeError as err:
-            builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
-        except json.JSONDecodeError as err:
-            builder.quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
-        else:
-            builder.add(record, offset, line)
-        if len(builder) >= batch_rows:
-            yield builder.flush()
+    try:
+        for offset, line in iter_lines(task.path, task.start, task.end):
+            if not line or line.isspace():
+                continue  # blank lines separate nothing in JSONL; they are not records
+            try:
+                record = _loads(line)
+            except UnicodeDecodeError as err:
+                builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
+            except json.JSONDecodeError as err:
+                builder.quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
+            else:
+                builder.add(record, offset, line)
+            if len(builder) >= batch_rows:
+                yield builder.flush()
+    except DamagedStream as damage:  # the lines before the damage are kept; the rest is reported
+        builder.quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
     yield builder.flush()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
+    DamagedStream,
     InputError,
     ReadBatch,
     ReadTask,
@@ -15,7 +16,7 @@ from corpora.readers.base import (
     byte_ranges,
     is_compressed,
     iter_lines,
-    open_binary,
+    read_whole,
 )
 
 UNITS = ("file", "line", "paragraph")
@@ -37,33 +38,40 @@ def _decode(raw: bytes) -> str:
 
 
 def _units(task: ReadTask) -> Iterator[tuple[int, bytes]]:
+    """(position, raw bytes) of each document; raises DamagedStream after the last intact one."""
     unit = task.options.get("unit", "file")
     if unit == "line":
         yield from iter_lines(task.path, task.start, task.end)
         return
-    with open_binary(task.path) as stream:
-        data = stream.read()
+    data, damage = read_whole(task.path)
     if unit == "file":
-        yield 0, data
-        return
+        if damage is None:  # a file cut short is not the document it claims to be
+            yield 0, data
+            return
+        raise DamagedStream(0, data, damage.detail)
     start = 0
     for match in _PARAGRAPH_BREAK.finditer(data):
         yield start, data[start : match.start()]
         start = match.end()
+    if damage is not None:  # the last paragraph may be cut short
+        raise DamagedStream(start, data[start:], damage.detail)
     yield start, data[start:]
 
 
 def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
     builder = RecordBuilder(task)
-    for offset, raw in _units(task):
-        if not raw.strip():
-            continue
-        try:
-            text = _decode(raw)
-        except UnicodeDecodeError as err:
-            builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the record", raw)
-        else:
-            builder.add_text(text if task.options.get("unit", "file") == "file" else text.rstrip("\r\n"), offset)
-        if len(builder) >= batch_rows:
-            yield builder.flush()
+    try:
+        for offset, raw in _units(task):
+            if not raw.strip():
+                continue
+            try:
+                text = _decode(raw)
+            except UnicodeDecodeError as err:
+                builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the record", raw)
+            else:
+                builder.add_text(text if task.options.get("unit", "file") == "file" else text.rstrip("\r\n"), offset)
+            if len(builder) >= batch_rows:
+                yield builder.flush()
+    except DamagedStream as damage:
+        builder.quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
     yield builder.flush()
