@@ -53,13 +53,18 @@ def infer_format(path: str | Path) -> str:
     )
 
 
+_SOURCE_SUFFIXES = (".gz", ".zst", ".zstd", ".bz2", ".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".arrow",
+                    ".xml", ".warc", ".wet", ".wat")
+
+
 def default_source(path: str | Path) -> str:
     """A source label from a file name: the name without its format suffixes."""
     name = Path(path).name
-    for suffix in (".gz", ".zst", ".zstd", ".bz2", ".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".arrow"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or Path(path).name
+    while True:  # 'x.warc.wet.gz' → 'x'
+        suffix = next((s for s in _SOURCE_SUFFIXES if name.lower().endswith(s) and len(name) > len(s)), None)
+        if suffix is None:
+            return name
+        name = name[: -len(suffix)]
 
 
 def expand_paths(pattern: str, base_dir: Path) -> list[str]:
