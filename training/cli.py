@@ -1,0 +1,88 @@
+"""`refinery train`: arguments and entry point. Importing this module does not import torch.
+
+    refinery train config.yaml --max-steps 2000 --set model_args.dropout=0.1
+    refinery train --data out/web-en/tokens --out out/tiny --size tiny
+    torchrun --standalone --nproc_per_node 2 -m training.cli config.yaml      (DDP; `$(which refinery) train` too)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+DESCRIPTION = (
+    "Train a model on token shards: a Llama-style GPT or an LSTM baseline. Options come from a YAML config "
+    "(every option of docs/training.md), then from the flags below, then from --set. Checkpoints, log.jsonl "
+    "and loss.png go to --out; --resume continues a run exactly where it stopped. Under torchrun each process "
+    "trains on its own part of the shards (DDP)."
+)
+
+# (flag, option of the config, argparse keywords): each flag overrides its option only when given
+FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--data", "data", dict(nargs="+", metavar="FOLDER", help="token shards: RUN, RUN/tokens or RUN/tokens/train; "
+                                                               "several are mixed")),
+    ("--data-weights", "data_weights", dict(nargs="+", type=float, metavar="W", help="mixing weight per --data")),
+    ("--out", "out", dict(metavar="FOLDER", help="output folder: checkpoints, log.jsonl, loss.png")),
+    ("--init", "init", dict(metavar="CKPT", help="start from this checkpoint's weights (SFT, fine-tuning)")),
+    ("--resume", "resume", dict(nargs="?", const="latest", metavar="CKPT",
+                                help="continue the run in --out (or from CKPT) exactly where it stopped")),
+    ("--model", "model", dict(choices=["gpt", "lstm"], help="architecture (default gpt)")),
+    ("--size", "size", dict(help="preset: tiny, small, medium, gpt2-124m (default tiny)")),
+    ("--max-steps", "max_steps", dict(type=int)),
+    ("--batch-size", "batch_size", dict(type=int, help="windows per micro-batch per process")),
+    ("--grad-accum", "grad_accum", dict(type=int, help="micro-batches per optimizer step")),
+    ("--seq-len", "seq_len", dict(type=int)),
+    ("--lr", "lr", dict(type=float, help="peak learning rate")),
+    ("--device", "device", dict(help="auto (default), cpu, cuda, mps")),
+    ("--seed", "seed", dict(type=int)),
+]
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"'{text}' is not KEY=VALUE (e.g. model_args.dropout=0.1)")
+    return key.strip(), yaml.safe_load(value)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="training config YAML (optional when --data and --out are given)")
+    for flag, option, keywords in FLAGS:
+        parser.add_argument(flag, dest=option, default=None, **keywords)
+    parser.add_argument("--set", dest="settings", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                        help="any other option, YAML-typed; dots reach inside (model_args.n_layer=4); repeatable")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train from parsed arguments; 0 on success, 2 with a message on a configuration or data error."""
+    from tokenization.reader import ShardError
+    from tokenization.tokenizer import TokenizerError
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError, load_train_config
+    from training.train import TrainingError, train
+
+    overrides = {option: getattr(args, option) for _, option, _ in FLAGS if getattr(args, option) is not None}
+    overrides.update(dict(args.settings))
+    try:
+        train(load_train_config(args.config, overrides), progress=not args.quiet)
+    except (ConfigError, CheckpointError, ShardError, TokenizerError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingError as err:
+        print(f"training stopped: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.cli", description=DESCRIPTION)
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
