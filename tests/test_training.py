@@ -197,18 +197,26 @@ def test_sft_starts_from_the_checkpoint_and_learns_the_replies(trained, sft_toke
     _, pretrained = trained
     folder, _ = sft_tokens
     config = tiny(folder, tmp_path / "sft", init=str(pretrained.out), max_steps=60, lr=1e-3, warmup_steps=5,
-                  eval_interval=60, checkpoint_interval=0)
+                  eval_interval=60, checkpoint_interval=0, batch_size=8, grad_accum=2)
     result = train(config, progress=False)
     data = TrainingData(config.data, config.weights, config.seq_len, config.seed)
     assert data.has_mask
     model, _, _ = load_checkpoint(pretrained.out)
     with torch.no_grad():
-        losses = [model(*(torch.from_numpy(a) for a in data.validation_batch(data.sources[0], 16, i)))[1]
+        losses = [model(*(torch.from_numpy(a) for a in data.validation_batch(data.sources[0], 8, i)))[1]
                   for i in range(config.eval_batches)]
     val = records(result.out, "val")
     assert val[0]["val_loss"] == pytest.approx(float(torch.stack(losses).mean()), abs=1e-5)  # the init weights
     assert result.val_loss < val[0]["val_loss"] - 0.3
     assert result.unigram_entropy == pytest.approx(data.unigram_entropy())
+
+
+def test_a_mix_draws_rows_by_weight_and_masks_only_the_sft_rows(tokens, sft_tokens):
+    folder, _ = sft_tokens
+    data = TrainingData([str(tokens), str(folder)], [0.75, 0.25], 64, seed=0)
+    assert data.has_mask
+    masks = np.concatenate([data.batch(16, step)[2] for step in range(50)])
+    assert 0.68 < (masks == 1).all(axis=1).mean() < 0.82  # Shakespeare rows count every token
 
 
 def test_init_refuses_data_from_another_tokenizer(trained, data_dir, tmp_path):

@@ -47,12 +47,15 @@ class TrainingData:
                  rank: int = 0, world_size: int = 1):
         self.seq_len, self.seed, self.rank, self.world_size = seq_len, seed, rank, world_size
         first = split_folder(folders[0])
-        first_meta = TokenShards(first).meta
-        self.tokenizer_path = (first / first_meta["tokenizer"]).resolve()
-        self.fingerprint = fingerprint(load_tokenizer(self.tokenizer_path))
+        meta = json.loads((first / "meta.json").read_text(encoding="utf-8"))
+        self.tokenizer_path = (first / meta.get("tokenizer", "../tokenizer.json")).resolve()
+        if not self.tokenizer_path.exists():
+            raise ShardError(f"{first}: the tokenizer the shards were made with is missing ({self.tokenizer_path}); "
+                             "training needs the tokenizer.json that the tokenize stage writes beside the splits")
+        self.fingerprint = fingerprint(load_tokenizer(self.tokenizer_path))  # every source must match it
         self.sources = [self._open(folder, weight) for folder, weight in zip(folders, weights)]
-        self.vocab_size = first_meta["vocab_size"]
-        self.special_ids: dict = first_meta["special_ids"]
+        self.vocab_size = self.sources[0].train.vocab_size
+        self.special_ids: dict = self.sources[0].train.meta["special_ids"]
         self.has_mask = any(s.train.masks is not None for s in self.sources)
         for source in self.sources:
             low, high = source.train.rank_range(rank, world_size)

@@ -132,24 +132,7 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
         raise ConfigError(f"{out} already holds a training run: add --resume to continue it, or choose another out")
     data = TrainingData(config.data, config.weights, config.seq_len, config.seed, env.rank, env.world_size)
     model_config = _model_config(config, data, resume_from)
-
-    torch.manual_seed(config.seed)
-    model: GPT | LSTM = build_model(model_config)
-    if resume_from or config.init:
-        load_weights(model, resume_from or config.init)
-    model.to(env.device)
-    optimizer = make_optimizer(model, config, env.device)
-    start_step = 0
-    if resume_from is not None:
-        state = load_train_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = state["step"]
-        if start_step >= config.max_steps:
-            raise ConfigError(f"{resume_from} is at step {start_step} and max_steps is {config.max_steps}: "
-                              "nothing to do; raise max_steps to train longer")
-        if state["world_size"] != env.world_size and env.is_main:
-            tqdm.write(f"note: the run had {state['world_size']} processes, now {env.world_size}: the batches "
-                       "after the checkpoint differ from the uninterrupted run's")
+    model, optimizer, start_step = _prepare(config, model_config, env, resume_from)
 
     on_gpu = env.device.type == "cuda"
     bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and on_gpu and torch.cuda.is_bf16_supported())
@@ -184,32 +167,16 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
             say(f"step {step}: validation loss {result['val_loss']:.4f} (unigram entropy {baseline:.4f})")
         return result["val_loss"]
 
-    val_loss = validate(0) if start_step == 0 and config.eval_interval else None
-    if start_step == 0 and val_loss is None and env.is_main:
+    if not any(s.validation for s in data.sources):
         say("no validation split beside the training shards: set validation_fraction in the tokenize stage")
+    val_loss = validate(0) if start_step == 0 and config.eval_interval else None
     bar = tqdm(total=config.max_steps, initial=start_step, unit="step", disable=not (progress and env.is_main))
     window_start, window_steps, tokens_per_second = time.perf_counter(), 0, 0.0
     for step in range(start_step, config.max_steps):
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(step_seed(config.seed, env.rank, step))  # dropout of this step, whatever ran before
-        loss_sum = torch.zeros((), device=env.device)
-        for micro in range(config.grad_accum):
-            x, y, mask = _to_device(data.batch(config.batch_size, step, micro), env.device)
-            last = micro == config.grad_accum - 1
-            with stepper.no_sync() if env.enabled and not last else nullcontext():  # all-reduce once per step
-                with autocast:
-                    _, loss = stepper(x, y, mask)
-                (loss / config.grad_accum).backward()
-            loss_sum += loss.detach().float()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf))
-        loss_value = all_reduce_mean(loss_sum / config.grad_accum, env).item()
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            raise TrainingError(
-                f"step {step + 1}: the loss is {loss_value} and the gradient norm {grad_norm}; the weights were not "
-                f"updated. Lower lr (now {lr:.3g}), keep grad_clip on, or resume from {out / 'latest'} with "
-                "--resume after changing them; check the data if it happens at the first step")
+        loss_value, grad_norm = _accumulate_gradients(stepper, model, data, config, env, step, autocast)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
@@ -231,10 +198,56 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
     if env.is_main:
         if val_loss is not None:
             say(f"done: step {config.max_steps}, validation loss {val_loss:.4f} nats vs unigram entropy "
-                f"{baseline:.4f} nats ({baseline - val_loss:+.4f} below); checkpoint {out / 'latest'}")
+                f"{baseline:.4f} nats ({baseline - val_loss:.4f} lower); checkpoint {out / 'latest'}")
         log.write("end", step=config.max_steps, val_loss=val_loss, unigram_entropy=baseline)
         log.plot(baseline)
     return TrainResult(out, config.max_steps, val_loss, baseline, tokens_per_second)
+
+
+def _prepare(config: TrainConfig, model_config: GPTConfig | LSTMConfig, env: Distributed,
+             resume_from: Path | None) -> tuple[GPT | LSTM, torch.optim.AdamW, int]:
+    """The model (fresh, from init or from the resumed checkpoint), its optimizer, and the step to start from."""
+    torch.manual_seed(config.seed)
+    model = build_model(model_config)
+    if resume_from or config.init:
+        load_weights(model, resume_from or config.init)
+    model.to(env.device)
+    optimizer = make_optimizer(model, config, env.device)
+    if resume_from is None:
+        return model, optimizer, 0
+    state = load_train_state(resume_from)
+    optimizer.load_state_dict(state["optimizer"])
+    if state["step"] >= config.max_steps:
+        raise ConfigError(f"{resume_from} is at step {state['step']} and max_steps is {config.max_steps}: "
+                          "nothing to do; raise max_steps to train longer")
+    if state["world_size"] != env.world_size and env.is_main:
+        tqdm.write(f"note: the run had {state['world_size']} processes, now {env.world_size}: the batches "
+                   "after the checkpoint differ from the uninterrupted run's")
+    return model, optimizer, state["step"]
+
+
+def _accumulate_gradients(stepper: torch.nn.Module, model: torch.nn.Module, data: TrainingData, config: TrainConfig,
+                          env: Distributed, step: int, autocast) -> tuple[float, float]:
+    """Forward and backward over the step's micro-batches, then clip: the loss (mean over ranks) and grad norm."""
+    torch.manual_seed(step_seed(config.seed, env.rank, step))  # dropout of this step, whatever ran before
+    loss_sum = torch.zeros((), device=env.device)
+    for micro in range(config.grad_accum):
+        x, y, mask = _to_device(data.batch(config.batch_size, step, micro), env.device)
+        last = micro == config.grad_accum - 1
+        with stepper.no_sync() if env.enabled and not last else nullcontext():  # all-reduce once per step
+            with autocast:
+                _, loss = stepper(x, y, mask)
+            (loss / config.grad_accum).backward()
+        loss_sum += loss.detach().float()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf))
+    loss_value = all_reduce_mean(loss_sum / config.grad_accum, env).item()
+    if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):  # the same on every rank: all stop together
+        raise TrainingError(
+            f"step {step + 1}: the loss is {loss_value} and the gradient norm {grad_norm}; the weights were not "
+            f"updated. Lower lr (now {lr_at(step, config):.3g}), keep grad_clip on, or resume from "
+            f"{Path(config.out) / 'latest'} with --resume after changing them; check the data if it happens at "
+            "the first step")
+    return loss_value, grad_norm
 
 
 def _checkpoint(model, optimizer, config: TrainConfig, data: TrainingData, env: Distributed,
