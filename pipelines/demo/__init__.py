@@ -19,5 +19,8 @@ def run_demo(output: Path, workers: int | None = None, force: bool = False) -> i
     print("try:")
     print(f'  refinery sql {output} "SELECT stage, reason, count(*) AS docs FROM removed GROUP BY ALL ORDER BY ALL"')
     print(f'  refinery sql {output} "SELECT stage, docs_in, kept, removed, quarantined FROM stats"')
+    print(f'  refinery sql {output} "SELECT lang, count(*) AS docs FROM docs GROUP BY ALL ORDER BY docs DESC"')
     print(f"  refinery sql {output}            # lists every view and its columns")
+    if (output / "tokens").exists():
+        print(f"  refinery tokens inspect {output / 'tokens'}")
     return 0

@@ -1,0 +1,74 @@
+"""The bundled web recipe over every real WARC/WET file (damaged ones included), end to end."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import sql
+from pipelines.engine import run_recipe
+from pipelines.recipe import parse_recipe
+
+WEB_RECIPE = Path(__file__).resolve().parents[1] / "pipelines/recipes/web.yaml"
+
+
+@pytest.fixture(scope="module")
+def web_run(data_dir, tmp_path_factory) -> Path:
+    recipe = yaml.safe_load(WEB_RECIPE.read_text())
+    warc = data_dir / "warc"
+    recipe["inputs"] = [{"path": str(warc / "*.*")}, {"path": str(warc / "bad/*")}]
+    recipe["stages"][-1]["tokenize"]["vocab_size"] = 1000  # the sample is small
+    recipe["output"] = str(tmp_path_factory.mktemp("web") / "out")
+    loaded = parse_recipe(yaml.safe_dump(recipe), "web.yaml", WEB_RECIPE.parent)
+    return run_recipe(loaded, workers=2, progress=False).run_dir
+
+
+def test_counts_reconcile_over_every_file(web_run):
+    stats = {r["stage"]: r for r in sql.query(web_run, "SELECT * FROM stats").to_pylist()}
+    removed = sum(r["removed"] for r in stats.values())
+    kept = sql.query(web_run, "SELECT count(*) AS n FROM docs").column("n")[0].as_py()
+    assert stats["read"]["docs_in"] == kept + removed + stats["read"]["quarantined"]
+    assert stats["read"]["quarantined"] > 0 and stats["read"]["skipped"] > 0  # bad/ files and requests
+    assert kept > 20 and (web_run / "tokens/train/meta.json").exists()
+
+
+def test_sql_shows_mime_types_languages_and_reasons(web_run):
+    mime = {r["content_type"]: r["n"] for r in sql.query(
+        web_run, "SELECT content_type, count(*) AS n FROM docs GROUP BY ALL").to_pylist()}
+    assert {"text/html", "text/plain"} <= set(mime)
+    langs = {r["lang"] for r in sql.query(web_run, "SELECT DISTINCT lang FROM docs").to_pylist()}
+    assert {"en", "zh", "ru", "de", "ja"} <= langs
+    reasons = {(r["stage"], r["reason"]) for r in sql.query(
+        web_run, "SELECT DISTINCT stage, reason FROM removed").to_pylist()}
+    assert ("length_filter", "too_few_words") in reasons
+    skipped = sql.query(web_run, "SELECT reasons FROM stats WHERE stage = 'read'").column("reasons")[0].as_py()
+    assert any(r["reason"] == "skipped_request" for r in skipped)
+
+
+def test_chinese_and_russian_pages_come_out_readable(web_run):
+    rows = sql.query(web_run, "SELECT url, lang, text FROM docs WHERE lang IN ('zh', 'ru')").to_pylist()
+    russian = [r for r in rows if r["lang"] == "ru"]
+    assert any("Стратегия пожарной безопасности" in r["text"] for r in russian)
+    chinese = [r["text"] for r in rows if r["lang"] == "zh"]
+    assert any("上海聚一行工艺礼品有限公司" in t or "产品搜索" in t for t in chinese)
+    assert not any("\ufffd" in t for t in chinese)
+
+
+def test_extraction_is_close_to_common_crawls_own_wet_text(web_run, data_dir):
+    # The page is in Aragonese, which lid.176 is unsure of: the HTML copy may leave at `langid`, after extraction.
+    both = ("SELECT text FROM (SELECT url, text, content_type FROM docs UNION ALL SELECT url, text, content_type "
+            "FROM removed WHERE stage = 'langid') WHERE url = 'https://an.wikipedia.org/wiki/Escopete' AND ")
+    page = sql.query(web_run, both + "content_type = 'text/html'").to_pylist()
+    wet = sql.query(web_run, both + "content_type = 'text/plain'").to_pylist()
+    assert len(page) == 1 and len(wet) == 1
+    ours, theirs = page[0]["text"].split(), wet[0]["text"].split()
+    similarity = difflib.SequenceMatcher(None, ours, theirs, autojunk=False).ratio()
+    containment = sum(1 for word in set(ours) if word in set(theirs)) / len(set(ours))
+    print(json.dumps({"word_sequence_similarity": round(similarity, 3), "our_words_in_wet": round(containment, 3),
+                      "our_words": len(ours), "wet_words": len(theirs)}))
+    # WET keeps the whole page (menus, footers); trafilatura keeps the article, which WET contains.
+    assert containment > 0.9 and len(ours) < len(theirs)
