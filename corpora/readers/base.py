@@ -160,13 +160,28 @@ def iter_lines(path: str, start: int = 0, end: int | None = None, block: int = 1
                 raise DamagedStream(pos, buffer, f"{type(err).__name__}: {err}") from None
             if not data:
                 break
-            lines = (buffer + data).split(b"\n")
-            buffer = lines.pop()
-            for line in lines:
-                if end is not None and pos >= end:
-                    return
+            # Lines are sliced out of the block where they lie; only a line cut by the block's edge is joined.
+            i = 0
+            if buffer:
+                nl = data.find(b"\n")
+                if nl < 0:
+                    buffer += data
+                    continue
+                line = buffer + data[:nl]
                 yield pos, line
                 pos += len(line) + 1
+                i = nl + 1
+            find = data.find
+            while end is None or pos < end:
+                nl = find(b"\n", i)
+                if nl < 0:
+                    break
+                yield pos, data[i:nl]
+                pos += nl + 1 - i
+                i = nl + 1
+            else:
+                return
+            buffer = data[i:]
         if buffer and (end is None or pos < end):
             yield pos, buffer
 
