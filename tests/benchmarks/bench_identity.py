@@ -21,6 +21,7 @@ Machines are noisy: compare the ratios, never a lone absolute time.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import statistics
@@ -106,10 +107,12 @@ def main() -> int:
     runs = args.work / "runs"
     recipe = args.work / "identity.yaml"
     write_recipe(paths, runs / "refinery", recipe)
-    command = shutil.which("refinery") or shutil.which("refinery", path=str(Path(sys.executable).parent))
-    cli = [command] if command else [sys.executable, "-m", "pipelines.cli"]
-    cli += ["run", str(recipe), "--workers", str(args.workers),
-           "--force", "--quiet"]
+    # The console script of this interpreter (a version manager's shim on PATH would add its own start-up).
+    beside = Path(sys.executable).parent / "refinery"
+    command = [str(beside)] if beside.exists() else [sys.executable, "-m", "pipelines.cli"]
+
+    def cli(recipe_path: Path) -> list[str]:
+        return [*command, "run", str(recipe_path), "--workers", str(args.workers), "--force", "--quiet"]
 
     def pyarrow_ours() -> int:
         return run_pyarrow(paths, runs / "pyarrow", PARQUET_OPTIONS)
@@ -118,10 +121,50 @@ def main() -> int:
         return run_pyarrow(paths, runs / "pyarrow-default", {})
 
     def refinery_cli() -> int:
-        subprocess.run(cli, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cli(recipe), check=True, stdout=subprocess.DEVNULL)
         kept, quarantined = refinery_rows(runs / "refinery")
         assert quarantined == 0, f"{quarantined} records quarantined"
         return kept
+
+    # The fixed cost of a run (interpreter start-up, imports, spawning the workers, manifest and stats),
+    # measured on two one-line files so that the pool starts as it does for the real input.
+    tiny = [args.work / "tiny" / f"tiny-{i}.jsonl" for i in range(2)]
+    for path in tiny:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(paths[0].open("rb").readline())
+    tiny_recipe = args.work / "tiny.yaml"
+    write_recipe(tiny, runs / "tiny", tiny_recipe)
+
+    def refinery_tiny() -> int:
+        subprocess.run(cli(tiny_recipe), check=True, stdout=subprocess.DEVNULL)
+        return refinery_rows(runs / "tiny")[0]
+
+    # One task on one core: the first byte range of the first file, read and written in this process (pyarrow
+    # with use_threads=False): the per-byte cost of each side, without start-up, pools or other processes.
+    from corpora.readers import plan_input, read_task
+    from corpora.records import DOCUMENT_SCHEMA
+    from pipelines.storage import AtomicParquetWriter
+
+    task = plan_input(str(paths[0]), ROOT, load_recipe(recipe).recipe.task_size)[0]
+    with open(paths[0], "rb") as stream:
+        chunk = stream.read(task.end) if task.end is not None else stream.read()
+        if not chunk.endswith(b"\n"):
+            chunk += stream.readline()  # the line that starts before the range's end belongs to it
+    chunk_lines = chunk.count(b"\n")
+
+    def one_core_pyarrow() -> int:
+        table = pj.read_json(io.BytesIO(chunk), read_options=pj.ReadOptions(use_threads=False))
+        (runs / "1core-pyarrow").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, runs / "1core-pyarrow" / "part.parquet", **PARQUET_OPTIONS)
+        return table.num_rows
+
+    def one_core_refinery() -> int:
+        writer, rows = AtomicParquetWriter(runs / "1core-refinery" / "part.parquet", DOCUMENT_SCHEMA), 0
+        for batch in read_task(task):
+            writer.write(batch.documents)
+            rows += batch.documents.num_rows
+        writer.close()
+        return rows
 
     def refinery_in_process() -> int:
         summary = run_recipe(load_recipe(recipe), workers=args.workers, force=True, progress=False)
@@ -131,6 +174,11 @@ def main() -> int:
     contenders = {"pyarrow": pyarrow_ours, "pyarrow-def": pyarrow_default, "refinery": refinery_cli}
     if not args.skip_in_process:
         contenders["in-process"] = refinery_in_process
+    contenders["start-up"] = refinery_tiny
+    contenders["1core-pyarrow"] = one_core_pyarrow
+    contenders["1core-refinery"] = one_core_refinery
+    expected = {name: total_lines for name in contenders}
+    expected.update({"start-up": len(tiny), "1core-pyarrow": chunk_lines, "1core-refinery": chunk_lines})
     times: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for round_ in range(args.repeat):
@@ -141,17 +189,27 @@ def main() -> int:
             rows = contenders[name]()
             elapsed = time.perf_counter() - started
             times[name].append(elapsed)
-            if rows != total_lines:
-                raise SystemExit(f"{name} wrote {rows:,} rows, expected {total_lines:,}")
-            print(f"  round {round_ + 1} {name:<12} {elapsed:7.2f} s  ({rows:,} rows)", flush=True)
+            if rows != expected[name]:
+                raise SystemExit(f"{name} wrote {rows:,} rows, expected {expected[name]:,}")
+            print(f"  round {round_ + 1} {name:<14} {elapsed:7.2f} s  ({rows:,} rows)", flush=True)
 
-    print(f"\n{'contender':<12} {'median s':>9} {'MB/s':>8} {'docs/s':>10} {'vs pyarrow':>11}")
-    base = statistics.median(times["pyarrow"])
-    for name in names:
-        median = statistics.median(times[name])
-        print(f"{name:<12} {median:9.2f} {mb / median:8.1f} {total_lines / median:10,.0f} {base / median:10.2f}x")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"\n{'contender':<14} {'median s':>9} {'MB/s':>8} {'docs/s':>10} {'vs pyarrow':>11}")
+    base = median["pyarrow"]
+    for name in ("pyarrow", "pyarrow-def", "refinery", "in-process"):
+        if name in median:
+            m = median[name]
+            print(f"{name:<14} {m:9.2f} {mb / m:8.1f} {total_lines / m:10,.0f} {base / m:10.2f}x")
+    print(f"{'start-up':<14} {median['start-up']:9.2f}   (refinery run of two one-line files: the fixed cost of a run)")
+    chunk_mb = len(chunk) / 1e6
+    for name in ("1core-pyarrow", "1core-refinery"):
+        m = median[name]
+        print(f"{name:<14} {m:9.2f} {chunk_mb / m:8.1f} {chunk_lines / m:10,.0f} {median['1core-pyarrow'] / m:10.2f}x"
+              f"   (one {chunk_mb:.1f} MB task, one core)")
     ratio = base / statistics.median(times["refinery"])
     print(f"\nrefinery CLI / plain pyarrow throughput: {ratio:.2f}x (target >= 0.8x)")
+    if "in-process" in times:
+        print(f"in-process run_recipe / plain pyarrow: {base / statistics.median(times['in-process']):.2f}x")
     return 0
 
 
