@@ -6,15 +6,19 @@
 Input: the ~11,800 real documents of shared/bench/make_bench_docs.py (deterministic, seeded), concatenated
 `--scale` times and cut at line boundaries into `--files` JSONL files (about 27 MB per copy).
 
-Each round runs, one after the other in the same process tree:
-  pyarrow      `pyarrow.json.read_json` of every file + `pyarrow.parquet.write_table` with Refinery's
-               compression (pipelines.storage.PARQUET_OPTIONS), in this process (pyarrow's own threads)
-  pyarrow-def  the same with pyarrow's default Parquet options (snappy), for reference
-  refinery     `refinery run RECIPE --workers N --force --quiet` as a subprocess (interpreter start-up,
-               planning, worker spawn and the manifest included)
-  in-process   `pipelines.engine.run_recipe` called from this process (no interpreter start-up)
-The order rotates between rounds so that no contender always runs on a warm or cold page cache.
+Each round runs, one after the other, in an order that rotates between rounds:
+  pyarrow         `pyarrow.json.read_json` of every file + `pyarrow.parquet.write_table` with Refinery's
+                  compression (pipelines.storage.PARQUET_OPTIONS), in this process (pyarrow's own threads)
+  pyarrow-def     the same with pyarrow's default Parquet options (snappy), for reference
+  pyarrow-proc    the same as `pyarrow`, as a `python -c` process (pays start-up and imports like a CLI)
+  refinery        `refinery run RECIPE --workers N --force --quiet` as a subprocess (interpreter start-up,
+                  planning, worker spawn, manifest and stats included)
+  in-process      `pipelines.engine.run_recipe` called from this process (no interpreter start-up)
+  start-up        `refinery run` of two one-line files: the fixed cost of a run
+  1core-pyarrow   one task's byte range (the first of the first file), pyarrow with use_threads=False
+  1core-refinery  the same task through Refinery's reader and Parquet writer: per-byte cost, one core each
 Reported: median wall time, MB/s (input JSONL bytes), docs/s, and refinery / pyarrow throughput ratios.
+Every contender's row count is checked; nothing may be quarantined.
 Machines are noisy: compare the ratios, never a lone absolute time.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import statistics
@@ -70,6 +75,17 @@ def run_pyarrow(paths: list[Path], out: Path, options: dict) -> int:
     return rows
 
 
+# The same plain pyarrow job as a process of its own, so that it pays interpreter start-up and imports as
+# `refinery run` does: python -c PYARROW_PROCESS OUT_DIR OPTIONS_JSON FILE...
+PYARROW_PROCESS = """
+import json, sys
+import pyarrow.json as pj, pyarrow.parquet as pq
+out, options, paths = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+for i, path in enumerate(paths):
+    pq.write_table(pj.read_json(path), f"{out}/part-{i:05d}.parquet", **options)
+"""
+
+
 def write_recipe(paths: list[Path], out: Path, recipe: Path) -> None:
     inputs = "\n".join(f"  - path: {p}" for p in paths)
     # task_size is the default, written out so the benchmark says how its ~40 MB files are cut (two tasks each).
@@ -116,6 +132,13 @@ def main() -> int:
 
     def pyarrow_ours() -> int:
         return run_pyarrow(paths, runs / "pyarrow", PARQUET_OPTIONS)
+
+    def pyarrow_process() -> int:
+        out = runs / "pyarrow-proc"
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-c", PYARROW_PROCESS, str(out), json.dumps(PARQUET_OPTIONS), *map(str, paths)],
+                       check=True)
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in out.glob("part-*.parquet"))
 
     def pyarrow_default() -> int:
         return run_pyarrow(paths, runs / "pyarrow-default", {})
@@ -171,7 +194,8 @@ def main() -> int:
         assert summary.quarantined == 0, f"{summary.quarantined} records quarantined"
         return summary.kept
 
-    contenders = {"pyarrow": pyarrow_ours, "pyarrow-def": pyarrow_default, "refinery": refinery_cli}
+    contenders = {"pyarrow": pyarrow_ours, "pyarrow-def": pyarrow_default, "pyarrow-proc": pyarrow_process,
+                  "refinery": refinery_cli}
     if not args.skip_in_process:
         contenders["in-process"] = refinery_in_process
     contenders["start-up"] = refinery_tiny
@@ -196,7 +220,7 @@ def main() -> int:
     median = {name: statistics.median(values) for name, values in times.items()}
     print(f"\n{'contender':<14} {'median s':>9} {'MB/s':>8} {'docs/s':>10} {'vs pyarrow':>11}")
     base = median["pyarrow"]
-    for name in ("pyarrow", "pyarrow-def", "refinery", "in-process"):
+    for name in ("pyarrow", "pyarrow-def", "pyarrow-proc", "refinery", "in-process"):
         if name in median:
             m = median[name]
             print(f"{name:<14} {m:9.2f} {mb / m:8.1f} {total_lines / m:10,.0f} {base / m:10.2f}x")
@@ -208,6 +232,7 @@ def main() -> int:
               f"   (one {chunk_mb:.1f} MB task, one core)")
     ratio = base / statistics.median(times["refinery"])
     print(f"\nrefinery CLI / plain pyarrow throughput: {ratio:.2f}x (target >= 0.8x)")
+    print(f"refinery CLI / plain pyarrow as a process: {median['pyarrow-proc'] / median['refinery']:.2f}x")
     if "in-process" in times:
         print(f"in-process run_recipe / plain pyarrow: {base / statistics.median(times['in-process']):.2f}x")
     return 0
