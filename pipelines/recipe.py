@@ -38,7 +38,8 @@ class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="file, folder or glob, relative to the recipe's folder")
-    format: Literal["jsonl", "parquet", "text", "hf", "wikipedia", "warc"] | None = Field(
+    format: Literal["jsonl", "parquet", "text", "hf", "wikipedia", "warc", "instructions", "alpaca", "dolly",
+                    "sharegpt", "openai", "oasst", "oasst_best", "self_instruct", "qa"] | None = Field(
         None, description="reader; inferred from the file name when left out"
     )
     source: str | None = Field(None, description="label for the `source` column (default: the file name)")

@@ -13,11 +13,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from corpora.readers import hf, jsonl, parquet, text, warc, wikipedia
+from corpora.readers import hf, instructions, jsonl, parquet, text, warc, wikipedia
 from corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask
 from corpora.records import DOCUMENT_SCHEMA
 
-FORMATS = {"jsonl": jsonl, "parquet": parquet, "text": text, "hf": hf, "wikipedia": wikipedia, "warc": warc}
+FORMATS = {"jsonl": jsonl, "parquet": parquet, "text": text, "hf": hf, "wikipedia": wikipedia, "warc": warc,
+           "instructions": instructions, **instructions.NAMED_READERS}
 
 _SUFFIX_FORMATS = [
     ((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz"), "jsonl"),
@@ -27,6 +28,8 @@ _SUFFIX_FORMATS = [
     ((".xml.bz2", ".xml", ".xml.gz"), "wikipedia"),
     # WAT (.warc.wat.gz) holds metadata records only: read as WARC, every record is counted as skipped.
     ((".warc", ".warc.gz", ".wet", ".wet.gz", ".wat", ".wat.gz"), "warc"),
+    # A whole-file JSON array is an instruction set (Alpaca, ShareGPT, ...); documents come as JSON Lines.
+    ((".json",), "instructions"),
 ]
 
 __all__ = ["FORMATS", "InputError", "ReadBatch", "ReadTask", "document_schema", "infer_format", "plan_input",
