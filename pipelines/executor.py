@@ -8,6 +8,7 @@ each worker starts with the modules loaded instead of importing them again.
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing as mp
 import queue
 from collections.abc import Callable, Iterator, Sequence
@@ -85,7 +86,9 @@ def _worker_context(fn: TaskFn) -> mp.context.BaseContext:
     if "forkserver" not in mp.get_all_start_methods():  # not on Windows or macOS' defaults
         return mp.get_context("spawn")
     context = mp.get_context("forkserver")
-    context.set_forkserver_preload([fn.__module__])
+    # pyarrow imports pandas (when installed) on its first pa.array(): once in the server, not once per worker.
+    extra = ["pandas"] if importlib.util.find_spec("pandas") else []
+    context.set_forkserver_preload([fn.__module__, *extra])
     return context
 
 
