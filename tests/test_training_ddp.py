@@ -43,7 +43,7 @@ def test_two_processes_stay_in_sync_and_resume_exactly(tokens, tmp_path):  # noq
                     "keep_checkpoints=0"):
         args += ["--set", setting]
     first = torchrun(*args)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-4000:]
     assert records(out, "start")[0]["world_size"] == 2
     assert records(out, "start")[0]["tokens_per_step"] == 2 * 8 * 64
     checkpoints = records(out, "checkpoint")
@@ -56,6 +56,6 @@ def test_two_processes_stay_in_sync_and_resume_exactly(tokens, tmp_path):  # noq
     final_weights = (out / "step-000040/model.safetensors").read_bytes()
 
     resumed = torchrun(*args, "--resume", str(out / "step-000020"))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-4000:]
     assert {r["step"]: r["loss"] for r in records(out, "train")} == losses
     assert (out / "step-000040/model.safetensors").read_bytes() == final_weights

@@ -28,7 +28,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--resume", "resume", dict(nargs="?", const="latest", metavar="CKPT",
                                 help="continue the run in --out (or from CKPT) exactly where it stopped")),
     ("--model", "model", dict(choices=["gpt", "lstm"], help="architecture (default gpt)")),
-    ("--size", "size", dict(help="preset: tiny, small, medium, gpt2-124m (default tiny)")),
+    ("--size", "size", dict(help="preset: tiny, small, and gpt2-124m for gpt (default tiny)")),
     ("--max-steps", "max_steps", dict(type=int)),
     ("--batch-size", "batch_size", dict(type=int, help="windows per micro-batch per process")),
     ("--grad-accum", "grad_accum", dict(type=int, help="micro-batches per optimizer step")),

@@ -4,7 +4,7 @@
 data: out/web-en/tokens          # a token-shard folder (RUN, RUN/tokens or RUN/tokens/train), or a list to mix
 out: out/gpt-tiny                # checkpoints, log.jsonl, loss.png
 model: gpt                       # gpt (Llama-style) or lstm
-size: tiny                       # a preset: tiny, small, medium, gpt2-124m (gpt)
+size: tiny                       # a preset: tiny, small, and gpt2-124m for gpt
 model_args: {document_attention: true}
 max_steps: 2000
 ```

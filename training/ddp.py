@@ -73,5 +73,8 @@ def all_gather_floats(value: float, env: Distributed) -> list[float]:
 
 
 def shutdown(env: Distributed) -> None:
+    """Leave the process group once every process has finished (after a success only: after an error the
+    others may never arrive, and torchrun stops them)."""
     if env.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -55,16 +55,15 @@ class LSTMConfig:
 
 
 # Sizes by name. GPT-2 124M's shape with SwiGLU (3 matrices of 768 x 2048 match GPT-2's 2 of 768 x 3072).
+# An LSTM preset has about the non-embedding parameters of the GPT preset of the same name.
 GPT_PRESETS: dict[str, dict] = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64),
     "small": dict(n_layer=6, n_head=6, n_embd=384),
-    "medium": dict(n_layer=8, n_head=8, n_embd=512),
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768),
 }
 LSTM_PRESETS: dict[str, dict] = {
     "tiny": dict(n_layer=2, n_embd=64),
-    "small": dict(n_layer=2, n_embd=512),
-    "medium": dict(n_layer=3, n_embd=1024),
+    "small": dict(n_layer=2, n_embd=768),
 }
 
 

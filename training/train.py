@@ -8,6 +8,7 @@ exactly. A loss or gradient that is not finite stops the run, naming the step, b
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from contextlib import nullcontext
@@ -117,10 +118,10 @@ def _to_device(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor,
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train as the config says (under torchrun: this process's part); rank 0 writes checkpoints and logs."""
     env = init_distributed(config.device)
-    try:
-        return _train(config, env, progress)
-    finally:
-        shutdown(env)
+    result = _train(config, env, progress)  # on an error, leave the group alone: torchrun stops the others
+    gc.collect()  # DDP's reference cycles: no gloo work may outlive the process group into interpreter exit
+    shutdown(env)
+    return result
 
 
 def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult:
@@ -197,8 +198,10 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
     bar.close()
     if env.is_main:
         if val_loss is not None:
+            gap = baseline - val_loss
             say(f"done: step {config.max_steps}, validation loss {val_loss:.4f} nats vs unigram entropy "
-                f"{baseline:.4f} nats ({baseline - val_loss:.4f} lower); checkpoint {out / 'latest'}")
+                f"{baseline:.4f} nats ({abs(gap):.4f} {'below' if gap > 0 else 'ABOVE'} it); checkpoint "
+                f"{out / 'latest'}")
         log.write("end", step=config.max_steps, val_loss=val_loss, unigram_entropy=baseline)
         log.plot(baseline)
     return TrainResult(out, config.max_steps, val_loss, baseline, tokens_per_second)
