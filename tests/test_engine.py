@@ -135,13 +135,13 @@ def test_sigkill_mid_run_then_resume_gives_identical_bytes(acceptance_run, input
     command = [sys.executable, "-m", "pipelines.cli", "run", str(recipe), "--workers", "2", "--quiet"]
     process = subprocess.Popen(command, start_new_session=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not (done.exists() and any(done.iterdir())):
+    while time.time() < deadline and not (done.exists() and any(done.glob("task-*.json"))):
         time.sleep(0.005)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "running", "the run finished before it could be killed"
-    finished_before_kill = len(list(done.iterdir()))
+    finished_before_kill = len(list(done.glob("task-*.json")))
     assert finished_before_kill < len(manifest["tasks"])
 
     resumed = subprocess.run(command, capture_output=True, text=True)

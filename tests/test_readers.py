@@ -50,17 +50,19 @@ def test_jsonl_gz_keeps_own_ids_and_puts_extras_in_meta(data_dir):
 
 def test_malformed_and_invalid_utf8_lines_are_quarantined(data_dir, tmp_path):
     lines = (data_dir / "text/c4_demo.jsonl").read_bytes().splitlines()[:5]
-    broken = [lines[0], b'{"text": "unterminated', lines[1], b'{"text": "caf\xe9 latin-1"}', lines[2],
+    too_deep = b'{"a": ' * 5000 + b"1" + b"}" * 5000
+    broken = [lines[0], b'{"text": "unterminated', too_deep, lines[1], b'{"text": "caf\xe9 latin-1"}', lines[2],
               b"[1, 2]", b'{"title": "no text"}', b'{"text": 42}', b"", lines[3], b'{"text": "\\ud800"}', lines[4]]
     path = tmp_path / "broken.jsonl"
     path.write_bytes(b"\n".join(broken) + b"\n")
     docs, bad, records = read_all(str(path), tmp_path)
     assert docs.num_rows == 5
-    assert records == 5 + bad.num_rows == 11  # the blank line is not a record
+    assert records == 5 + bad.num_rows == 12  # the blank line is not a record
     reasons = [r.split(":")[0] for r in bad.column("reason").to_pylist()]
-    assert reasons == ["malformed_json", "invalid_utf8", "not_an_object", "missing_text", "text_not_string",
-                       "invalid_unicode"]
-    assert bad.column("raw").to_pylist()[1] == b'{"text": "caf\xe9 latin-1"}'
+    assert reasons == ["malformed_json", "malformed_json", "invalid_utf8", "not_an_object", "missing_text",
+                       "text_not_string", "invalid_unicode"]
+    assert "nested too deeply" in bad.column("reason")[1].as_py()
+    assert bad.column("raw").to_pylist()[2] == b'{"text": "caf\xe9 latin-1"}'
     offsets = bad.column("position").to_pylist()
     assert offsets[0] == len(lines[0]) + 1
 

@@ -74,6 +74,8 @@ def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadB
                 builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
             except json.JSONDecodeError as err:
                 builder.quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
+            except RecursionError:
+                builder.quarantine(offset, "malformed_json: nested too deeply to parse", line)
             else:
                 builder.add(record, offset, line)
             if len(builder) >= batch_rows:
