@@ -16,6 +16,7 @@ import numpy as np
 from tokenization.reader import ShardError, TokenShards
 from tokenization.tokenizer import fingerprint, load_tokenizer
 
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # inputs, targets, loss mask of the targets
 VALIDATION_STREAM = 1 << 30  # keeps validation generators apart from the step generators
 ENTROPY_SAMPLE_TOKENS = 50_000_000  # per source; beyond this the unigram counts come from evenly spread spans
 
@@ -73,17 +74,18 @@ class TrainingData:
             validation = TokenShards(validation_folder, expected_fingerprint=self.fingerprint)
         return Source(str(folder), weight, train, validation)
 
-    def batch(self, batch_size: int, step: int, micro: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def batch(self, batch_size: int, step: int, micro: int = 0) -> Batch:
         """Inputs, targets and loss mask (None when no source has masks) of one micro-batch."""
         rng = np.random.default_rng([self.seed, self.rank, step, micro])
         return self._draw(batch_size, rng, [s.train for s in self.sources], self.rank, self.world_size)
 
-    def validation_batch(self, source: Source, batch_size: int, index: int):
+    def validation_batch(self, source: Source, batch_size: int, index: int) -> Batch:
         """Fixed validation windows (the same at every evaluation), different on every rank."""
         rng = np.random.default_rng([self.seed, VALIDATION_STREAM, self.rank, index])
         return self._draw(batch_size, rng, [source.validation], 0, 1)
 
-    def _draw(self, batch_size: int, rng: np.random.Generator, sets: list[TokenShards], rank: int, world_size: int):
+    def _draw(self, batch_size: int, rng: np.random.Generator, sets: list[TokenShards], rank: int,
+              world_size: int) -> Batch:
         weights = [s.weight for s in self.sources] if len(sets) > 1 else [1.0]
         counts = np.bincount(rng.choice(len(sets), size=batch_size, p=weights), minlength=len(sets))
         xs, ys, masks = [], [], []
