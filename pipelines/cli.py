@@ -14,6 +14,7 @@ EPILOG = """examples:
   refinery fetch https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-22/wet.paths.gz --dest crawl
   refinery run recipe.yaml --workers 4            run (or resume) a recipe
   refinery sql out/web-en "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
+  refinery train --data out/web-en/tokens --out out/gpt-tiny   train the tiny GPT on a run's shards
   refinery schema > recipe.schema.json            the JSON schema of recipes (for editors)
 """
 
@@ -53,6 +54,12 @@ def _cmd_tokens(args: argparse.Namespace) -> int:
 
     print(describe(args.path))
     return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.cli import run_train
+
+    return run_train(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -110,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = tokens_commands.add_parser("inspect", help="describe RUN/tokens or one split folder")
     inspect.add_argument("path", help="RUN/tokens, or a split folder such as RUN/tokens/train")
     inspect.set_defaults(fn=_cmd_tokens)
+
+    from training.cli import DESCRIPTION as TRAIN_DESCRIPTION  # neither torch nor yaml at import time
+    from training.cli import add_train_arguments
+
+    train = commands.add_parser("train", help="train a GPT or LSTM on token shards", description=TRAIN_DESCRIPTION)
+    add_train_arguments(train)
+    train.set_defaults(fn=_cmd_train)
 
     demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples")
     demo.add_argument("--output", "-o", default="refinery-demo", help="where to put the run (default: %(default)s)")
