@@ -36,20 +36,31 @@ def hash64(values: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 class ExactDedupConfig(StageConfig):
     normalize: bool = Field(True, description="compare lowercased text with whitespace runs collapsed")
+    column: str = Field("text", description="the string column compared, e.g. `prompt` for conversations; "
+                        "rows where it is null are never duplicates")
 
 
 @register
 class ExactDedup(GlobalStage):
-    """Keep the first document (in stable input order) of every group with identical (normalised) text."""
+    """Keep the first document (in stable input order) of every group with identical (normalised) text,
+    or identical values of another string column (`column: prompt`)."""
 
     name = "exact_dedup"
     Config = ExactDedupConfig
     config: ExactDedupConfig
 
     def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
-        text = docs.column("text")
+        if self.config.column not in docs.column_names:
+            raise ValueError(f"exact_dedup: no column '{self.config.column}' to compare (columns: "
+                             f"{', '.join(docs.column_names)})")
+        text = docs.column(self.config.column)
+        present = pc.is_valid(text)
+        if text.null_count:
+            text, ordinals, ids = text.filter(present), ordinals.filter(present), docs.column("id").filter(present)
+        else:
+            ids = docs.column("id")
         keys = normalise_text(text) if self.config.normalize else text
-        return pa.table([hash64(keys), ordinals, docs.column("id")], schema=SIGNATURE_SCHEMA)
+        return pa.table([hash64(keys), ordinals, ids], schema=SIGNATURE_SCHEMA)
 
     def resolve(self, signature_files: list[Path], workdir: Path) -> None:
         target = workdir / "duplicates.parquet"

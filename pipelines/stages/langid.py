@@ -74,6 +74,8 @@ class LangIdConfig(StageConfig):
         "null keeps every language and only labels it",
     )
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="remove documents whose top language scores lower")
+    column: str = Field("text", description="the string column labelled, e.g. `prompt` for the user turn of "
+                        "conversations; a null value is labelled like a blank text")
 
     @field_validator("model")
     @classmethod
@@ -118,7 +120,10 @@ class LangId(MapStage):
         return pa.array(langs, pa.string()), pa.array(scores, pa.float32())
 
     def process(self, docs: pa.Table) -> StageResult:
-        lang, score = self.label(docs.column("text"))
+        if self.config.column not in docs.column_names:
+            raise ValueError(f"langid: no column '{self.config.column}' to label (columns: "
+                             f"{', '.join(docs.column_names)})")
+        lang, score = self.label(pc.fill_null(docs.column(self.config.column), ""))
         labelled = docs.append_column("lang", lang).append_column("lang_score", score)
         checks: list[tuple[pa.Array, str]] = []
         if self.config.min_score > 0:
