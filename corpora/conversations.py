@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool_call", "tool")
@@ -285,7 +286,7 @@ NORMALISERS: dict[str, Normaliser] = {
     "sharegpt": from_sharegpt,
     "openai": from_openai,
     "oasst": from_oasst,
-    "oasst_best": lambda record, id_field="id": from_oasst(record, id_field, best_only=True),
+    "oasst_best": partial(from_oasst, best_only=True),
     "self_instruct": from_self_instruct,
     "qa": from_qa,
 }
