@@ -214,6 +214,14 @@ def test_bad_records_are_quarantined_with_their_reason(data_dir, tmp_path):
     docs, quarantined, count = read(tmp_path / "cut.json")
     assert docs.num_rows > 400 and quarantined.num_rows == 1 and count == docs.num_rows + 1
     assert quarantined.column("reason")[0].as_py().startswith("malformed_json: Unterminated string")
+    # JSON nested too deeply for the parser, after real records, as in the JSONL reader.
+    nested = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(json.dumps(records[:3])[:-1] + ", " + nested + "]")
+    (tmp_path / "deep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:3]) + nested + "\n")
+    for name in ("deep.json", "deep.jsonl"):
+        docs, quarantined, count = read(tmp_path / name)
+        assert (docs.num_rows, count) == (3, 4)
+        assert quarantined.column("reason")[0].as_py().startswith("malformed_json: nested too deeply to parse")
     # Naming the wrong format quarantines every record rather than guessing.
     docs, quarantined, _ = read(data_dir / "instructions/identity.json", fmt="sharegpt")
     assert docs.num_rows == 0 and set(quarantined.column("reason").to_pylist()) == {

@@ -101,6 +101,9 @@ def _iter_array(text: str) -> Iterator[tuple[int, Any, str]]:
             element, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as err:
             raise _BrokenArray(index, position, f"malformed_json: {err.msg} in element {index}") from None
+        except RecursionError:
+            reason = f"malformed_json: nested too deeply to parse in element {index}"
+            raise _BrokenArray(index, position, reason) from None
         yield index, element, text[position:end]
         index += 1
         position = skip_space(end)
@@ -131,7 +134,7 @@ def _first_records(path: str) -> Iterator[Any]:
             if line.strip():
                 try:
                     yield json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
     except DamagedStream:
         return
@@ -264,6 +267,8 @@ def _read_lines(builder: ConversationBuilder, task: ReadTask, batch_rows: int, f
                 builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
             except json.JSONDecodeError as err:
                 builder.quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
+            except RecursionError:
+                builder.quarantine(offset, "malformed_json: nested too deeply to parse", line)
             else:
                 if flat and is_flat_oasst_message(record):
                     flat_records.append((offset, record))
