@@ -65,7 +65,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(Path(args.output), workers=args.workers, force=args.force)
+    return run_demo(Path(args.output), workers=args.workers, force=args.force, train_steps=args.train_steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", "-o", default="refinery-demo", help="where to put the run (default: %(default)s)")
     demo.add_argument("--workers", "-w", type=int, default=None, help="worker processes (default: all cores)")
     demo.add_argument("--force", action="store_true", help="start the demo run over")
+    demo.add_argument("--train-steps", type=int, default=300,
+                      help="steps of the tiny GPT trained on the demo's shards (0: no training; default %(default)s)")
     demo.set_defaults(fn=_cmd_demo)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def refinery(*args: str, cwd: Path | None = None, stdin: str | None = None) -> s
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("demo") / "run"
-    return out, refinery("demo", "--output", str(out), "--workers", "2")
+    return out, refinery("demo", "--output", str(out), "--workers", "2", "--train-steps", "100")
 
 
 def test_demo_runs_and_says_what_to_try(demo_run):
@@ -30,6 +31,8 @@ def test_demo_runs_and_says_what_to_try(demo_run):
     assert "refinery sql" in result.stdout and str(out) in result.stdout
     assert any((out / "data").glob("part-*.parquet"))
     assert (out / "stats/read.json").exists() and (out / "manifest.json").exists()
+    trained = re.search(r"validation loss ([\d.]+) nats/token against ([\d.]+) for the unigram baseline", result.stdout)
+    assert trained and float(trained.group(1)) < float(trained.group(2))  # the model learned from the shards
 
 
 def test_sql_formats(demo_run, tmp_path):

@@ -2,9 +2,12 @@
 
 A conversation renders as
 
-    <|system|>\\n{content}<|end|>\\n<|user|>\\n{content}<|end|>\\n<|assistant|>\\n{content}<|end|>\\n
+    <|system|>{content}<|end|>\\n<|user|>{content}<|end|>\\n<|assistant|>{content}<|end|>\\n
 
 and the loss counts the assistant's content and its closing <|end|> (so the model learns to stop).
+Content sits directly between special tokens, which always split: no token can straddle a span's edge,
+so the masked tokens decode to exactly the assistant's content (a newline after the marker would merge
+with content that starts with whitespace).
 Masks come from the tokenizer's character offsets over the whole rendered text: prefixes are never
 re-tokenised, which would break on templates that are not prefix-stable.
 """
