@@ -61,7 +61,8 @@ def test_transformers_gives_our_logits_on_real_text(tokenizer, wikitext, tmp_pat
     folder = exported(model, tokenizer, tmp_path)
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"] is tied
-    hf = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    hf = transformers.LlamaForCausalLM.from_pretrained(folder).eval()
+    assert hf.dtype == torch.float32
     eos = special_ids(tokenizer)["eos"]
     ids = torch.tensor([[eos, *tokenizer.encode(wikitext[5000:8000]).ids[:127]]])
     with torch.no_grad():
