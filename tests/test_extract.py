@@ -17,7 +17,6 @@ from corpora.records import document_table
 from pipelines import sql
 from pipelines.engine import run_recipe
 from pipelines.recipe import RecipeError, load_recipe, parse_recipe
-from pipelines.stages import extract as extract_module
 from pipelines.stages.extract import Extract, ExtractConfig
 
 # Pages whose evaldata title trafilatura finds exactly, and a German page (its <h1> is a comment form's).
@@ -123,9 +122,10 @@ def test_exception_is_removed_with_its_type(page, monkeypatch):
     def too_deep(html: str):
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(extract_module, "load_html", too_deep)
+    stage = Extract(ExtractConfig())
+    monkeypatch.setattr(stage, "extract_page", too_deep)
     html = page(ENGLISH_PAGES[0])
-    kept, removed = Extract(ExtractConfig()).process(table([html], ["text/html"]))
+    kept, removed = stage.process(table([html], ["text/html"]))
     assert kept.num_rows == 0 and removed.column("reason").to_pylist() == ["extraction_failed"]
     assert removed.column("extraction_error").to_pylist() == ["RecursionError"]
     assert removed.column("text").to_pylist() == [html]

@@ -6,7 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -70,6 +69,8 @@ class ExactDedup(GlobalStage):
             os.replace(tmp, target)
             return
         # DuckDB spills to disk past its memory limit, so this scales beyond RAM.
+        import duckdb  # only the barrier needs it
+
         con = duckdb.connect()
         con.execute(f"SET temp_directory = '{workdir / 'duckdb-tmp'}'")
         files = [str(f) for f in signature_files]

@@ -11,19 +11,20 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from lxml.html import HtmlElement
 from pydantic import Field
-from trafilatura import extract
-from trafilatura.metadata import examine_meta, extract_meta_json, extract_title
-from trafilatura.settings import Extractor
-from trafilatura.utils import load_html
 
 from pipelines.stages import register
 from pipelines.stages.base import DEFAULT_CONTEXT, MapStage, RunContext, StageConfig, StageResult, split_by_reason
+
+if TYPE_CHECKING:
+    from lxml.html import HtmlElement
+
+# trafilatura is imported when an extract stage is built, not when the stage registry loads: recipes
+# without `extract` (and `refinery sql`) do not pay for it.
 
 HTML_CONTENT_TYPE = r"^\s*(text/html|application/xhtml\+xml)\s*(;|$)"
 LOOKS_LIKE_HTML = r"^[\s\x{feff}]*<"
@@ -94,6 +95,8 @@ def per_call_deadline(seconds: float | None) -> Iterator[Callable[[Callable[[str
 def page_title(tree: HtmlElement) -> str | None:
     """The title trafilatura's metadata would give (meta tags, JSON-LD, then <h1>/<title>), without the date
     search that `with_metadata` also runs (htmldate: ~30 ms a page, more than the extraction itself)."""
+    from trafilatura.metadata import examine_meta, extract_meta_json, extract_title
+
     metadata = examine_meta(tree)
     try:
         metadata = extract_meta_json(tree, metadata)
@@ -131,6 +134,8 @@ class Extract(MapStage):
 
     def __init__(self, config: ExtractConfig, context: RunContext = DEFAULT_CONTEXT):
         super().__init__(config, context)
+        from trafilatura.settings import Extractor
+
         # One Extractor for every page: trafilatura copies it before any per-page change (its recall retry).
         self.options = Extractor(
             output_format="txt",
@@ -144,6 +149,9 @@ class Extract(MapStage):
 
     def extract_page(self, html: str) -> tuple[str | None, str | None]:
         """(main text, title) of one page; the HTML is parsed once for both."""
+        from trafilatura import extract
+        from trafilatura.utils import load_html
+
         tree = load_html(html)
         if tree is None:  # not parseable as HTML (trafilatura's own check): nothing to extract
             return None, None
