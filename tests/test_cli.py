@@ -31,8 +31,10 @@ def test_demo_runs_and_says_what_to_try(demo_run):
     assert "refinery sql" in result.stdout and str(out) in result.stdout
     assert any((out / "data").glob("part-*.parquet"))
     assert (out / "stats/read.json").exists() and (out / "manifest.json").exists()
-    trained = re.search(r"validation loss ([\d.]+) nats/token against ([\d.]+) for the unigram baseline", result.stdout)
-    assert trained and float(trained.group(1)) < float(trained.group(2))  # the model learned from the shards
+    for stage in ("pretrained", "instruction-tuned"):  # both models learned from their shards
+        trained = re.search(stage + r": validation loss ([\d.]+) nats/token against ([\d.]+)", result.stdout)
+        assert trained and float(trained.group(1)) < float(trained.group(2)), result.stdout[-2000:]
+    assert (out / "sft/tokens/train/shard-00000.mask.bin").exists()
 
 
 def test_sql_formats(demo_run, tmp_path):

@@ -1,42 +1,62 @@
-"""`refinery demo`: the bundled recipe on bundled real samples, a tiny model trained on its shards, and
-where to look next."""
+"""`refinery demo`: raw web pages and web text → clean documents → token shards → a tiny GPT pretrained on
+them, then instruction-tuned on SFT shards built with the same tokenizer; and where to look next."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipelines.engine import describe_summary, run_recipe
-from pipelines.recipe import load_recipe
+from pipelines.recipe import LoadedRecipe, load_recipe
 
-RECIPE = Path(__file__).with_name("recipe.yaml")
+HERE = Path(__file__).parent
+RECIPE = HERE / "recipe.yaml"
+SFT_RECIPE = HERE / "sft.yaml"
 
 
-def train_demo_model(run_dir: Path, steps: int) -> str:
-    """Pretrain the tiny GPT on the demo's shards on the CPU; a line comparing its loss with the baseline."""
+def _train(data: Path, out: Path, steps: int, init: Path | None = None) -> str:
+    """Train on the CPU (pretraining, or SFT from `init`); one line comparing the loss with the baseline."""
     from training.config import TrainConfig  # torch is imported only when the demo trains
     from training.train import train
 
-    config = TrainConfig(data=[str(run_dir / "tokens")], out=str(run_dir / "model"), size="tiny", seq_len=128,
-                         batch_size=16, max_steps=steps, lr=3e-3, warmup_steps=min(30, steps // 10),
-                         eval_interval=max(1, steps // 3), eval_batches=10, checkpoint_interval=0, device="cpu")
+    model = {"init": str(init)} if init else {"size": "tiny"}
+    config = TrainConfig(data=[str(data)], out=str(out), seq_len=128, batch_size=16, max_steps=steps,
+                         lr=1e-3 if init else 3e-3, warmup_steps=min(30, steps // 10), eval_interval=max(1, steps // 3),
+                         eval_batches=10, checkpoint_interval=0, device="cpu", **model)
     result = train(config, progress=True)
-    return (f"tiny GPT, {steps} steps on the CPU: validation loss {result.val_loss:.3f} nats/token against "
-            f"{result.unigram_entropy:.3f} for the unigram baseline (the data's token entropy); "
-            f"checkpoint {result.out}")
+    return (f"validation loss {result.val_loss:.3f} nats/token against {result.unigram_entropy:.3f} for the "
+            f"unigram baseline (the data's token entropy); checkpoint {result.out}")
+
+
+def _sft_recipe(output: Path, tokenizer: Path) -> LoadedRecipe:
+    """The SFT recipe, writing beside the demo run and tokenizing with the pretraining run's tokenizer."""
+    loaded = load_recipe(SFT_RECIPE)
+    loaded.recipe.output = str(output)
+    tokenize = loaded.stages[-1]
+    tokenize.config = tokenize.config.model_copy(update={"tokenizer": str(tokenizer)})
+    return loaded
 
 
 def run_demo(output: Path, workers: int | None = None, force: bool = False, train_steps: int = 300) -> int:
+    output = output.resolve()
     loaded = load_recipe(RECIPE)
-    loaded.recipe.output = str(output.resolve())
+    loaded.recipe.output = str(output)
     summary = run_recipe(loaded, workers=workers, force=force)
     print(describe_summary(summary))
+    sft_dir = output / "sft"
+    sft = run_recipe(_sft_recipe(sft_dir, output / "tokens/tokenizer.json"), workers=workers, force=force)
+    print("instruction data: " + describe_summary(sft))
     if train_steps:
-        print(train_demo_model(summary.run_dir, train_steps))
-    print(f"\nrecipe: {RECIPE}")
+        print("pretraining the tiny GPT on the web shards ...")
+        pretrain = _train(output / "tokens", output / "model", train_steps)
+        print("instruction-tuning it on the SFT shards (loss on assistant tokens only) ...")
+        tuned = _train(sft_dir / "tokens", output / "model-sft", max(20, train_steps // 3), init=output / "model")
+        print(f"\npretrained: {pretrain}\ninstruction-tuned: {tuned}")
+    print(f"\nrecipes: {RECIPE}, {SFT_RECIPE}")
     print("try:")
     print(f'  refinery sql {output} "SELECT stage, reason, count(*) AS docs FROM removed GROUP BY ALL ORDER BY ALL"')
     print(f'  refinery sql {output} "SELECT stage, docs_in, kept, removed, quarantined FROM stats"')
     print(f'  refinery sql {output} "SELECT lang, count(*) AS docs FROM docs GROUP BY ALL ORDER BY docs DESC"')
+    print(f'  refinery sql {sft_dir} "SELECT source, turns, left(prompt, 60) FROM docs LIMIT 5"')
     print(f"  refinery sql {output}            # lists every view and its columns")
     print(f"  refinery tokens inspect {output / 'tokens'}")
     return 0
