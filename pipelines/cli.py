@@ -125,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(train)
     train.set_defaults(fn=_cmd_train)
 
+    from training.eval_cli import COMMANDS as MODEL_COMMANDS  # eval, generate, export; no torch at import
+
+    model_help = {"eval": "perplexity, multiple-choice accuracy, BLEU/ROUGE-L of a checkpoint",
+                  "generate": "sample text from a checkpoint (chat template for instruction-tuned models)",
+                  "export": "export a GPT checkpoint to Hugging Face Llama format"}
+    for name, (add_arguments, run, description) in MODEL_COMMANDS.items():
+        command = commands.add_parser(name, help=model_help[name], description=description)
+        add_arguments(command)
+        command.set_defaults(fn=run)
+
     demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples")
     demo.add_argument("--output", "-o", default="refinery-demo", help="where to put the run (default: %(default)s)")
     demo.add_argument("--workers", "-w", type=int, default=None, help="worker processes (default: all cores)")

@@ -35,6 +35,9 @@ def test_demo_runs_and_says_what_to_try(demo_run):
         trained = re.search(stage + r": validation loss ([\d.]+) nats/token against ([\d.]+)", result.stdout)
         assert trained and float(trained.group(1)) < float(trained.group(2)), result.stdout[-2000:]
     assert (out / "sft/tokens/train/shard-00000.mask.bin").exists()
+    replies = re.findall(r"validation perplexity: web text [\d.]+, assistant replies ([\d.]+)", result.stdout)
+    assert len(replies) == 2 and float(replies[1]) < float(replies[0])  # tuning helped on its own kind of text
+    assert "answers: " in result.stdout
 
 
 def test_sql_formats(demo_run, tmp_path):

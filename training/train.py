@@ -264,6 +264,7 @@ def _checkpoint(model, optimizer, config: TrainConfig, data: TrainingData, env: 
     if not env.is_main:
         return
     info = {"tokenizer_fingerprint": data.fingerprint, "special_ids": data.special_ids, "val_loss": val_loss,
+            "sft": data.has_mask,
             "unigram_entropy": baseline, "tokens_seen": step * tokens_per_step, "train": config.model_dump()}
     state = {"step": step, "optimizer": optimizer.state_dict(), "seed": config.seed, "world_size": env.world_size}
     folder = save_checkpoint(Path(config.out), step, model, info, state, data.tokenizer_path, config.keep_checkpoints)

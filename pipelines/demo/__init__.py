@@ -3,6 +3,7 @@ them, then instruction-tuned on SFT shards built with the same tokenizer; and wh
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from pipelines.engine import describe_summary, run_recipe
@@ -18,6 +19,7 @@ def _train(data: Path, out: Path, steps: int, init: Path | None = None) -> str:
     from training.config import TrainConfig  # torch is imported only when the demo trains
     from training.train import train
 
+    shutil.rmtree(out, ignore_errors=True)  # a rerun of the demo trains afresh (the recipes resume)
     model = {"init": str(init)} if init else {"size": "tiny"}
     config = TrainConfig(data=[str(data)], out=str(out), seq_len=128, batch_size=16, max_steps=steps,
                          lr=1e-3 if init else 3e-3, warmup_steps=min(30, steps // 10), eval_interval=max(1, steps // 3),
@@ -25,6 +27,25 @@ def _train(data: Path, out: Path, steps: int, init: Path | None = None) -> str:
     result = train(config, progress=True)
     return (f"validation loss {result.val_loss:.3f} nats/token against {result.unigram_entropy:.3f} for the "
             f"unigram baseline (the data's token entropy); checkpoint {result.out}")
+
+
+def _evaluate(pretrained: Path, tuned: Path, web_tokens: Path, sft_tokens: Path, question: str) -> str:
+    """Validation perplexity of both models on both kinds of data, and the tuned model's answer to a question."""
+    from tokenization.tokenizer import fingerprint, load_tokenizer
+    from training.checkpoint import load_checkpoint
+    from training.evaluate import shard_perplexity
+    from training.generate import generate
+
+    lines = []
+    for label, checkpoint in (("pretrained", pretrained), ("instruction-tuned", tuned)):
+        model, _, tokenizer_path = load_checkpoint(checkpoint)
+        tokenizer = load_tokenizer(tokenizer_path)
+        scores = [f"{name} {shard_perplexity(model, folder, fingerprint(tokenizer)).perplexity:.1f}"
+                  for name, folder in (("web text", web_tokens), ("assistant replies", sft_tokens))]
+        lines.append(f"  {label:17} validation perplexity: " + ", ".join(scores))
+    answer = generate(model, tokenizer, question, chat=True, max_new_tokens=40, temperature=0.0)
+    lines.append(f"  instruction-tuned model asked {question!r} answers: {answer!r}")
+    return "\n".join(lines)
 
 
 def _sft_recipe(output: Path, tokenizer: Path) -> LoadedRecipe:
@@ -51,6 +72,9 @@ def run_demo(output: Path, workers: int | None = None, force: bool = False, trai
         print("instruction-tuning it on the SFT shards (loss on assistant tokens only) ...")
         tuned = _train(sft_dir / "tokens", output / "model-sft", max(20, train_steps // 3), init=output / "model")
         print(f"\npretrained: {pretrain}\ninstruction-tuned: {tuned}")
+        print("evaluation:")
+        print(_evaluate(output / "model", output / "model-sft", output / "tokens", sft_dir / "tokens",
+                        "Who are you?"))
     print(f"\nrecipes: {RECIPE}, {SFT_RECIPE}")
     print("try:")
     print(f'  refinery sql {output} "SELECT stage, reason, count(*) AS docs FROM removed GROUP BY ALL ORDER BY ALL"')
