@@ -257,28 +257,14 @@ def _read_array(builder: ConversationBuilder, path: str, batch_rows: int) -> Ite
 def _read_lines(builder: ConversationBuilder, task: ReadTask, batch_rows: int, flat: bool) -> Iterator[ReadBatch]:
     flat_records: list[tuple[int, dict]] = []
     flat_lines: dict[int, bytes] = {}
-    try:
-        for offset, line in iter_lines(task.path, task.start, task.end):
-            if not line or line.isspace():
-                continue  # blank lines are not records
-            try:
-                record = jsonl._loads(line)  # the JSONL reader's parsing, so its reasons are the same
-            except UnicodeDecodeError as err:
-                builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
-            except json.JSONDecodeError as err:
-                builder.quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
-            except RecursionError:
-                builder.quarantine(offset, "malformed_json: nested too deeply to parse", line)
-            else:
-                if flat and is_flat_oasst_message(record):
-                    flat_records.append((offset, record))
-                    flat_lines[offset] = line
-                else:
-                    builder.add(record, offset, line)
-            if len(builder) >= batch_rows:
-                yield builder.flush()
-    except DamagedStream as damage:
-        builder.quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
+    for offset, line, record in jsonl.parsed_lines(task, builder.quarantine):  # the JSONL reader's rules
+        if flat and is_flat_oasst_message(record):
+            flat_records.append((offset, record))
+            flat_lines[offset] = line
+        else:
+            builder.add(record, offset, line)
+        if len(builder) >= batch_rows:
+            yield builder.flush()
     if flat_records:
         roots, orphans = nest_messages(flat_records)
         for position, root in roots:

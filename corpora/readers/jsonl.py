@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -62,8 +62,12 @@ def _loads(line: bytes) -> Any:
     return json.loads(line) if kind is float and not -_HUGE < record < _HUGE else record
 
 
-def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-    builder = RecordBuilder(task)
+Quarantine = Callable[[int, str, "bytes | None"], None]
+
+
+def parsed_lines(task: ReadTask, quarantine: Quarantine) -> Iterator[tuple[int, bytes, Any]]:
+    """(offset, raw line, parsed value) of every JSON line of a task. Lines that are not JSON, and the
+    damaged tail of a truncated compressed file, go to `quarantine(position, reason, raw)` instead."""
     try:
         for offset, line in iter_lines(task.path, task.start, task.end):
             if not line or line.isspace():
@@ -71,15 +75,21 @@ def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadB
             try:
                 record = _loads(line)
             except UnicodeDecodeError as err:
-                builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
+                quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
             except json.JSONDecodeError as err:
-                builder.quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
+                quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
             except RecursionError:
-                builder.quarantine(offset, "malformed_json: nested too deeply to parse", line)
+                quarantine(offset, "malformed_json: nested too deeply to parse", line)
             else:
-                builder.add(record, offset, line)
-            if len(builder) >= batch_rows:
-                yield builder.flush()
-    except DamagedStream as damage:  # the lines before the damage are kept; the rest is reported
-        builder.quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
+                yield offset, line, record
+    except DamagedStream as damage:  # the lines before the damage were yielded; the rest is reported
+        quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
+
+
+def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+    builder = RecordBuilder(task)
+    for offset, line, record in parsed_lines(task, builder.quarantine):
+        builder.add(record, offset, line)
+        if len(builder) >= batch_rows:
+            yield builder.flush()
     yield builder.flush()
