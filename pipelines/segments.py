@@ -11,6 +11,7 @@ so a killed run resumes by redoing only the tasks without a marker.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -257,7 +258,9 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
         stats["read"] = read_counter.to_dict()
     if tail is not None:
         stats.setdefault(segment.tail.key, StageCounter().to_dict())["seconds"] = tail_seconds
-    marker = {"task": job.task_index, "kept": rows_out, "stats": stats}
+    # The worker's peak memory so far (Linux reports KiB): benchmarks read it to show memory stays flat.
+    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    marker = {"task": job.task_index, "kept": rows_out, "stats": stats, "worker_peak_rss_mb": peak_rss_mb}
     write_json(layout.segment_done(job.segment, job.task_index), marker)
     return marker
 

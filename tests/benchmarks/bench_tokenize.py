@@ -58,17 +58,18 @@ def raw_encode(texts: list[str]) -> tuple[float, int]:
 
 
 def peak_rss_mb(recipe_path: Path, workers: int) -> tuple[float, float]:
-    """Peak resident memory (MB) of the main process and of the largest worker, for one run."""
+    """Peak resident memory (MB) of the main process, and the largest any worker reported in its task markers."""
     code = (
         "import resource, sys\n"
         "from pipelines.engine import run_recipe\nfrom pipelines.recipe import load_recipe\n"
-        f"run_recipe(load_recipe(sys.argv[1]), workers={workers}, force=True, progress=False)\n"
-        "usage = resource.getrusage\n"
-        "print(usage(resource.RUSAGE_SELF).ru_maxrss, usage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        f"summary = run_recipe(load_recipe(sys.argv[1]), workers={workers}, force=True, progress=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, summary.run_dir)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(recipe_path)], capture_output=True, text=True, check=True)
-    main_kb, child_kb = map(int, out.stdout.split()[-2:])
-    return main_kb / 1024, child_kb / 1024
+    main_kb, run_dir = out.stdout.split()[-2:]
+    markers = Path(run_dir).glob("work/segment-*/done/task-*.json")
+    worker_mb = max(json.loads(m.read_text()).get("worker_peak_rss_mb", 0.0) for m in markers)
+    return int(main_kb) / 1024, worker_mb
 
 
 def main() -> None:
