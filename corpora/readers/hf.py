@@ -15,8 +15,11 @@ def is_dataset_folder(path: str | Path) -> bool:
 
 
 def _load(path: str, split: str | None):
-    import datasets
-
+    try:
+        import datasets
+    except ImportError:
+        raise InputError(f"{path} is a Hugging Face `datasets` folder: reading it needs `pip install datasets`"
+                         ) from None
     if str(path).endswith(".arrow"):
         return datasets.Dataset.from_file(str(path))
     loaded = datasets.load_from_disk(str(path))
