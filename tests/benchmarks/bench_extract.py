@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""The extract stage: snippet precision/recall/F1 on trafilatura-eval and pages/s, per mode; optionally side by
+side with datatrove (WarcReader → Trafilatura) on the same WARC.
+
+    python tests/benchmarks/bench_extract.py [--modes fast,balanced,precision,recall] [--repeat 3]
+        [--workers 1,2] [--datatrove-python /tmp/dtvenv/bin/python] [--warc-repeat 3] [--work DIR]
+
+Ground truth: `evaldata.json` of ../shared/data/extraction/trafilatura-eval names, per URL, a page file (in
+pages/ or cache/: 990 pages) and snippets that must (`with`) and must not (`without`) appear in the text.
+Counted as upstream's tests/comparison.py does: a `with` snippet found is a true positive, missed a false
+negative; a `without` snippet found is a false positive, absent a true negative; a page with no output misses
+all its `with` snippets. Two matchings: raw substring (upstream's comparison.py) and with whitespace runs
+collapsed on both sides (the datatrove baseline script reports both; its 0.914 is the latter).
+
+Throughput, per mode:
+  1 core      `Extract.process` in this process on one table of every page (bytes decoded as trafilatura does)
+  N workers   `refinery run --workers N` as a subprocess on a JSONL of {id, url, text: html} (no content_type
+              column: the stage treats text starting with `<` as HTML), cut into 8 MB tasks; start-up included
+Side by side (with --datatrove-python): the WARC of make_bench_warc.py (--with-cache --repeat R --shards 2, as
+the datatrove baseline builds it) through `refinery run` (warc → extract) and through datatrove 0.10's
+WarcReader → Trafilatura() → JsonlWriter (tasks=2, workers=2), one after the other, rounds alternating;
+F1 on copy 0 of each page. Machines are noisy: compare medians and ratios, never a lone absolute time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pyarrow.parquet as pq
+from trafilatura.utils import decode_file
+
+from corpora.records import document_table
+from pipelines.stages.extract import Extract, ExtractConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+EVAL = SHARED / "data" / "extraction" / "trafilatura-eval"
+MAKE_WARC = SHARED / "bench" / "make_bench_warc.py"
+MODES = ["fast", "balanced", "precision", "recall"]
+
+DATATROVE_CHILD = """
+import json, sys, time
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.extractors import Trafilatura
+from datatrove.pipeline.readers import WarcReader
+from datatrove.pipeline.writers import JsonlWriter
+warc_dir, out_dir, log_dir = sys.argv[1:4]
+pipeline = [WarcReader(warc_dir, glob_pattern="*.warc.gz"), Trafilatura(), JsonlWriter(out_dir)]
+executor = LocalPipelineExecutor(pipeline=pipeline, tasks=2, workers=2, logging_dir=log_dir)
+started = time.perf_counter()
+executor.run()
+print(json.dumps({"run_s": time.perf_counter() - started}))
+"""
+
+
+@dataclass(frozen=True)
+class EvalPage:
+    url: str
+    html: str
+    with_snippets: list[str]
+    without_snippets: list[str]
+
+
+def load_pages(folder: Path) -> list[EvalPage]:
+    """Every page of evaldata.json, decoded from bytes the way trafilatura itself decodes them."""
+    evaldata = json.loads((folder / "evaldata.json").read_text(encoding="utf-8"))
+    pages = []
+    for url, item in evaldata.items():
+        candidates = [folder / sub / f"{item['file']}.gz" for sub in ("pages", "cache")]
+        path = next(p for p in candidates if p.exists())
+        html = decode_file(gzip.decompress(path.read_bytes()))
+        pages.append(EvalPage(url, html, item["with"], item["without"]))
+    return pages
+
+
+def collapse_whitespace(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def score(pages: list[EvalPage], texts: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Snippet precision/recall/F1 per matching (`raw`, `ws`); `texts` maps url → extracted text."""
+    results = {}
+    for matching, norm in (("raw", lambda s: s), ("ws", collapse_whitespace)):
+        tp = fp = fn = 0
+        for page in pages:
+            text = norm(texts.get(page.url) or "")
+            found = [bool(text) and norm(s) in text for s in page.with_snippets]
+            tp, fn = tp + sum(found), fn + len(found) - sum(found)
+            fp += sum(bool(text) and norm(s) in text for s in page.without_snippets)
+        precision, recall = tp / (tp + fp), tp / (tp + fn)
+        f1 = 2 * precision * recall / (precision + recall)
+        results[matching] = {"precision": precision, "recall": recall, "f1": f1}
+    return results
+
+
+def in_process(pages: list[EvalPage], mode: str) -> tuple[float, dict[str, str], int]:
+    """(seconds, url → text, pages removed) for one pass of the stage over every page, in this process."""
+    table = document_table([f"page-{i}" for i in range(len(pages))], [p.html for p in pages], "trafilatura-eval",
+                           [p.url for p in pages])
+    stage = Extract(ExtractConfig(mode=mode))
+    started = time.perf_counter()
+    kept, removed = stage.process(table)
+    elapsed = time.perf_counter() - started
+    return elapsed, dict(zip(kept.column("url").to_pylist(), kept.column("text").to_pylist())), removed.num_rows
+
+
+def write_recipe(path: Path, inputs: list[str], mode: str, output: Path, fmt: str | None = None) -> None:
+    lines = [f"name: bench-extract-{mode}", "inputs:"]
+    for item in inputs:
+        lines += [f"  - path: {item}"] + ([f"    format: {fmt}"] if fmt else [])
+    lines += ["stages:", f"  - extract: {{mode: {mode}}}", "task_size: 8MB", f"output: {output}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def refinery_command() -> list[str]:
+    # The console script of this interpreter (a version manager's shim on PATH would add its own start-up).
+    beside = Path(sys.executable).parent / "refinery"
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "pipelines.cli"]
+
+
+class Timed(NamedTuple):
+    seconds: float  # wall clock of the whole process: interpreter start-up and worker start included
+    cpu_seconds: float  # user + system time of the process and all its descendants
+    stdout: str
+
+
+class TreeCpu(threading.Thread):
+    """CPU time of a process tree, sampled from /proc every 0.25 s. getrusage cannot see it: the engine's
+    workers are children of a fork server that nobody waits for. Other users' load inflates wall clocks
+    on a shared machine far more than CPU time, so pages per CPU second is the steadier comparison."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.root, self.ticks, self.halt = pid, {}, threading.Event()
+
+    def sample(self) -> None:
+        ticks, children = {}, defaultdict(list)
+        for entry in os.listdir("/proc"):
+            try:
+                # after the ")" that ends the command name: state, ppid, ... utime (12th), stime (13th)
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks[int(entry)] = int(fields[11]) + int(fields[12])
+                children[int(fields[1])].append(int(entry))
+            except (ValueError, OSError, IndexError):
+                continue
+        frontier = [self.root]
+        while frontier:
+            pid = frontier.pop()
+            if pid in ticks:
+                self.ticks[pid] = max(self.ticks.get(pid, 0), ticks[pid])
+            frontier += children.get(pid, [])
+
+    def run(self) -> None:
+        while not self.halt.wait(0.25):
+            self.sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+
+def run_timed(command: list[str]) -> Timed:
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpu = TreeCpu(process.pid)
+    cpu.start()
+    stdout, stderr = process.communicate()
+    elapsed = time.perf_counter() - started
+    cpu.halt.set()
+    cpu.join()
+    if process.returncode:
+        raise SystemExit(f"{command[:3]} failed ({process.returncode}):\n{stderr[-3000:]}")
+    return Timed(elapsed, cpu.seconds, stdout)
+
+
+def run_refinery(recipe: Path, workers: int) -> Timed:
+    return run_timed([*refinery_command(), "run", str(recipe), "--workers", str(workers), "--force", "--quiet"])
+
+
+def refinery_texts(run_dir: Path) -> dict[str, str]:
+    texts = {}
+    for part in sorted((run_dir / "data").glob("part-*.parquet")):
+        table = pq.read_table(part, columns=["url", "text"])
+        texts.update(zip(table.column("url").to_pylist(), table.column("text").to_pylist()))
+    return texts
+
+
+def fmt_quality(quality: dict[str, dict[str, float]]) -> str:
+    ws, raw = quality["ws"], quality["raw"]
+    return f"{ws['precision']:.3f} {ws['recall']:.3f} {ws['f1']:.3f} (raw F1 {raw['f1']:.3f})"
+
+
+def bench_modes(pages: list[EvalPage], args: argparse.Namespace) -> dict:
+    """Quality and 1-core pages/s in-process, then pages/s through the engine, per mode."""
+    jsonl = args.work / "pages.jsonl"
+    with open(jsonl, "w", encoding="utf-8") as out:
+        for i, page in enumerate(pages):
+            out.write(json.dumps({"id": f"page-{i}", "url": page.url, "text": page.html}, ensure_ascii=False) + "\n")
+    results: dict[str, dict] = {mode: defaultdict(list) for mode in args.modes}
+    for round_ in range(args.repeat):
+        order = args.modes[round_ % len(args.modes):] + args.modes[: round_ % len(args.modes)]
+        for mode in order:
+            res = results[mode]
+            seconds, texts, res["removed"] = in_process(pages, mode)
+            res["in_process_s"].append(seconds)
+            res["quality"] = score(pages, texts)
+            recipe, run_dir = args.work / f"jsonl-{mode}.yaml", args.work / "runs" / f"jsonl-{mode}"
+            write_recipe(recipe, [str(jsonl)], mode, run_dir)
+            for workers in args.workers:
+                run = run_refinery(recipe, workers)
+                res[f"workers_{workers}_s"].append(run.seconds)
+                res[f"workers_{workers}_cpu_s"].append(run.cpu_seconds)
+                assert score(pages, refinery_texts(run_dir)) == res["quality"], "the engine and the stage disagree"
+            print(f"  round {round_ + 1} {mode:<9} in-process {seconds:6.1f} s, " + ", ".join(
+                f"{w} workers {res[f'workers_{w}_s'][-1]:6.1f} s (CPU {res[f'workers_{w}_cpu_s'][-1]:5.1f} s)"
+                for w in args.workers), flush=True)
+
+    print(f"\n{len(pages)} pages. P/R/F1 with whitespace collapsed; medians of {args.repeat} rounds of pages/s and, "
+          "in brackets, pages per CPU second of the whole run")
+    print(f"{'mode':<10} {'precision recall F1':<36} {'1 core':>7} " + " ".join(f"{f'{w} workers':>16}"
+                                                                          for w in args.workers))
+    for mode, res in results.items():
+        res["pages_per_s"] = {"in_process": len(pages) / statistics.median(res["in_process_s"])}
+        cells = []
+        for w in args.workers:
+            rate, per_cpu = (len(pages) / statistics.median(res[f"workers_{w}{unit}"]) for unit in ("_s", "_cpu_s"))
+            res["pages_per_s"][f"workers_{w}"], res["pages_per_s"][f"workers_{w}_per_cpu_s"] = rate, per_cpu
+            cells.append(f"{rate:7.1f} ({per_cpu:5.1f})")
+        print(f"{mode:<10} {fmt_quality(res['quality']):<36} {res['pages_per_s']['in_process']:7.1f} "
+              + " ".join(f"{cell:>16}" for cell in cells))
+    return results
+
+
+def datatrove_texts(out_dir: Path, original_url) -> dict[str, str]:
+    texts = {}
+    for path in sorted(out_dir.rglob("*.jsonl*")):
+        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
+            for line in f:
+                doc = json.loads(line)
+                url, copy = original_url(doc["metadata"]["url"])
+                if copy == 0:
+                    texts[url] = doc["text"]
+    return texts
+
+
+def bench_warc(pages: list[EvalPage], args: argparse.Namespace) -> dict:
+    """refinery (warc → extract, 2 workers) and datatrove (tasks=2, workers=2) on the same WARC files."""
+    sys.path.insert(0, str(MAKE_WARC.parent))
+    from make_bench_warc import original_url, warc_url
+
+    warc_dir = args.work / "warc"
+    shutil.rmtree(warc_dir, ignore_errors=True)
+    built = run_timed([sys.executable, str(MAKE_WARC), str(warc_dir / "pages.warc.gz"), "--with-cache",
+                       "--repeat", str(args.warc_repeat), "--shards", "2"])
+    records = json.loads(built.stdout)["records"]
+    by_warc_url = {warc_url(p.url): p for p in pages}
+    scored = [EvalPage(warc_url(p.url), "", p.with_snippets, p.without_snippets) for p in by_warc_url.values()]
+    recipe, run_dir = args.work / "warc.yaml", args.work / "runs" / "warc"
+    write_recipe(recipe, [str(warc_dir / "*.warc.gz")], args.warc_mode, run_dir, fmt="warc")
+    dt_out, dt_logs = args.work / "datatrove-out", args.work / "datatrove-logs"
+    runs: dict[str, list[Timed]] = {"refinery": [], "datatrove": []}
+    for round_ in range(args.repeat):
+        for name in (["refinery", "datatrove"] if round_ % 2 == 0 else ["datatrove", "refinery"]):
+            if name == "refinery":
+                runs["refinery"].append(run_refinery(recipe, 2))
+            else:
+                for folder in (dt_out, dt_logs):
+                    shutil.rmtree(folder, ignore_errors=True)
+                runs["datatrove"].append(run_timed([args.datatrove_python, "-c", DATATROVE_CHILD, str(warc_dir),
+                                                    str(dt_out), str(dt_logs)]))
+            last = runs[name][-1]
+            print(f"  round {round_ + 1} {name:<9} {last.seconds:6.1f} s, CPU {last.cpu_seconds:6.1f} s", flush=True)
+    ours = {original_url(u)[0]: t for u, t in refinery_texts(run_dir).items() if original_url(u)[1] == 0}
+    quality = {"refinery": score(scored, ours), "datatrove": score(scored, datatrove_texts(dt_out, original_url))}
+    rate = {name: records / statistics.median(r.seconds for r in rs) for name, rs in runs.items()}
+    per_cpu = {name: records / statistics.median(r.cpu_seconds for r in rs) for name, rs in runs.items()}
+    executor_s = statistics.median(json.loads(r.stdout.strip().splitlines()[-1])["run_s"] for r in runs["datatrove"])
+    round_ratios = [d.seconds / r.seconds for r, d in zip(runs["refinery"], runs["datatrove"])]
+    print(f"\nWARC: {records} records ({len(scored)} scored pages), 2 workers, medians of {args.repeat} rounds; "
+          "whole processes (start-up included)")
+    print(f"refinery  (extract mode {args.warc_mode}): {rate['refinery']:.1f} pages/s, {per_cpu['refinery']:.1f} "
+          f"pages per CPU s, P/R/F1 {fmt_quality(quality['refinery'])}")
+    print(f"datatrove (Trafilatura()): {rate['datatrove']:.1f} pages/s ({records / executor_s:.1f} in "
+          f"executor.run()), {per_cpu['datatrove']:.1f} pages per CPU s, P/R/F1 {fmt_quality(quality['datatrove'])}")
+    print(f"refinery / datatrove: {rate['refinery'] / rate['datatrove']:.2f}x pages/s (per round: "
+          f"{', '.join(f'{x:.2f}' for x in round_ratios)}), {per_cpu['refinery'] / per_cpu['datatrove']:.2f}x "
+          "pages per CPU s; target >= 1.5x")
+    return {"records": records, "runs": {name: [r._replace(stdout="") for r in rs] for name, rs in runs.items()},
+            "pages_per_s": rate, "pages_per_cpu_s": per_cpu, "quality": quality}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated modes (default {','.join(MODES)})")
+    parser.add_argument("--workers", default="1,2", help="worker counts for the engine runs (default 1,2)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported (default 3)")
+    parser.add_argument("--data", type=Path, default=EVAL, help="the trafilatura-eval folder")
+    parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench" / "extract",
+                        help="folder for inputs and outputs (default out/bench/extract, git-ignored)")
+    parser.add_argument("--skip-modes", action="store_true", help="only the WARC side by side")
+    parser.add_argument("--datatrove-python", help="python of a venv with datatrove: run the WARC side by side")
+    parser.add_argument("--warc-repeat", type=int, default=3, help="copies of every page in the WARC (default 3)")
+    parser.add_argument("--warc-mode", default="fast", choices=MODES, help="extract mode in the side by side")
+    parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    args = parser.parse_args()
+    args.modes = [m for m in args.modes.split(",") if m]
+    args.workers = [int(w) for w in args.workers.split(",") if w]
+    if unknown := set(args.modes) - set(MODES):
+        parser.error(f"unknown modes {sorted(unknown)}: use {MODES}")
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    pages = load_pages(args.data)
+    results = {}
+    if not args.skip_modes:
+        results["modes"] = bench_modes(pages, args)
+    if args.datatrove_python:
+        results["warc"] = bench_warc(pages, args)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
