@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from corpora.records import document_table
 from tokenization.builder import SplitPlan, encode_documents, write_token_splits
-from tokenization.chat import END, render_chat
+from tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
 from tokenization.reader import TokenShards
 from tokenization.tokenizer import fingerprint, special_ids, train_bpe
 from training.checkpoint import save_checkpoint
@@ -32,15 +32,7 @@ from training.evaluate import (
 from training.generate import chat_prompt, generate, is_chat_model, sample_tokens
 from training.model import GPT, GPTConfig
 
-SPAN = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64())]))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +142,7 @@ def test_sft_shard_perplexity_counts_only_the_assistant_tokens(data_dir, tokeniz
     rendered = [render_chat(c) for c in chats]
     docs = document_table([f"chat:{i}" for i in range(len(chats))], [t for t, _ in rendered], "alpaca")
     docs = docs.append_column("loss_spans", pa.array([[{"start": s, "end": e} for s, e in sp] for _, sp in rendered],
-                                                     SPAN))
+                                                     LOSS_SPANS_TYPE))
     pq.write_table(encode_documents(tokenizer, docs, special_ids(tokenizer)["eos"]), tmp_path / "encoded.parquet")
     write_token_splits([tmp_path / "encoded.parquet"], tmp_path / "tokens", tokenizer,
                        SplitPlan(validation_fraction=0.3, seed=0), None, tmp_path / "work")

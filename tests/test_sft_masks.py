@@ -11,11 +11,9 @@ import pytest
 
 from corpora.records import document_table
 from tokenization.builder import SplitPlan, encode_documents, write_token_splits
-from tokenization.chat import END, render_chat
+from tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
 from tokenization.reader import TokenShards
 from tokenization.tokenizer import special_ids, train_bpe
-
-SPAN = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64())]))
 
 
 def conversations(data_dir) -> list[list[dict]]:
@@ -37,7 +35,7 @@ def sft_shards(data_dir, tmp_path_factory):
     tokenizer = train_bpe((text for text, _ in rendered), 1500)
     docs = document_table([f"chat:{i}" for i in range(len(chats))], [t for t, _ in rendered], "sft")
     spans = [[{"start": s, "end": e} for s, e in sp] for _, sp in rendered]
-    docs = docs.append_column("loss_spans", pa.array(spans, SPAN))
+    docs = docs.append_column("loss_spans", pa.array(spans, LOSS_SPANS_TYPE))
     folder = tmp_path_factory.mktemp("sft")
     pq.write_table(encode_documents(tokenizer, docs, special_ids(tokenizer)["eos"]), folder / "part-00000.parquet")
     plan = SplitPlan(validation_fraction=0.0, shuffle=True, seed=1, shard_tokens=20_000)

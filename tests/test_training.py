@@ -19,7 +19,7 @@ from corpora.records import document_table
 from pipelines.engine import run_recipe
 from pipelines.recipe import load_recipe
 from tokenization.builder import SplitPlan, encode_documents, write_token_splits
-from tokenization.chat import END, render_chat
+from tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
 from tokenization.reader import TokenShards
 from tokenization.tokenizer import load_tokenizer, special_ids, train_bpe
 from training.checkpoint import load_checkpoint, load_train_state, save_checkpoint
@@ -29,16 +29,7 @@ from training.data import TrainingData
 from training.model import GPT, GPT_PRESETS, GPTConfig, count_parameters
 from training.train import TrainingError, lr_at, train
 
-SPAN = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64())]))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread, and other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(data, out, **options) -> TrainConfig:
@@ -146,7 +137,7 @@ def sft_shards(chats: list[list[dict]], tokenizer, folder) -> None:
     rendered = [render_chat(c) for c in chats]
     docs = document_table([f"chat:{i}" for i in range(len(chats))], [t for t, _ in rendered], "alpaca")
     docs = docs.append_column("loss_spans", pa.array([[{"start": s, "end": e} for s, e in sp] for _, sp in rendered],
-                                                     SPAN))
+                                                     LOSS_SPANS_TYPE))
     encoded = encode_documents(tokenizer, docs, special_ids(tokenizer)["eos"])
     pq.write_table(encoded, folder / "encoded.parquet")
     plan = SplitPlan(validation_fraction=0.2, seed=0)

@@ -26,6 +26,7 @@ from pipelines.stages.base import (
     split_by_reason,
 )
 from pipelines.stages.filters import first_reason
+from tokenization.chat import LOSS_SPANS_TYPE
 from tokenization.templates import BUILT_IN, TemplateError, get_template
 
 _NEGATION_EN = (r"(?:do not|don't|don’t|cannot|can't|can’t|am not|'m not|’m not|am unable|'m unable|’m unable|"
@@ -227,7 +228,6 @@ class FillPlaceholders(MapStage):
         return values
 
 
-LOSS_SPANS_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64())]))
 
 
 class ChatTemplateConfig(StageConfig):
