@@ -185,7 +185,9 @@ def _write_stats(layout: RunLayout, loaded: LoadedRecipe, segments: list[Segment
         counts = merge(per_key.get(key, []))
         counts["seconds"] = round(counts["seconds"] + resolve_seconds.get(key, 0.0), 3)
         name, kind = kinds.get(key, ("read", "read"))
+        # Lists of rows rather than maps, so that DuckDB reads every stage's file with one schema.
         counts["reasons"] = [{"reason": r, "count": c} for r, c in counts["reasons"].items()]
+        counts["counts"] = [{"name": n, "count": c} for n, c in counts["counts"].items()]
         totals[key] = counts
         write_json(layout.stats / f"{key}.json", {"stage": key, "name": name, "kind": kind, "position": position,
                                                    **counts})

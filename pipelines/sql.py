@@ -22,7 +22,8 @@ _VIEW_HELP = {
     "docs": "kept documents (data/*.parquet)",
     "removed": "removed documents with `stage` and `reason` (removed/*/*.parquet)",
     "quarantine": "input records that could not be read, with `reason` and raw bytes (quarantine/*.parquet)",
-    "stats": "one row per stage: docs_in, kept, removed, quarantined, reasons, bytes, seconds (stats/*.json)",
+    "stats": "one row per stage: docs_in, kept, removed, quarantined, reasons, counts (stage tallies), bytes, "
+             "seconds (stats/*.json)",
     "tokens": "one row per tokenized document: split, doc_id, source, shard, offset, length (tokens/*/index.parquet)",
 }
 

@@ -31,6 +31,7 @@ class StageCounter:
         self.bytes_in = self.bytes_out = 0
         self.seconds = 0.0
         self.reasons: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
 
     def add(self, docs_in: pa.Table, result: Any, seconds: float) -> None:
         """Count one batch through a stage (`result` is a StageResult)."""
@@ -42,6 +43,8 @@ class StageCounter:
         self.seconds += seconds
         if result.removed.num_rows:
             self.reasons.update(reason_category(r) for r in result.removed.column("reason").to_pylist())
+        if result.counts:
+            self.counts.update(result.counts)
 
     def add_read(self, batch: Any) -> None:
         """Count one reader batch (a ReadBatch): records read, documents made, quarantined, and skipped.
@@ -70,18 +73,20 @@ class StageCounter:
             "bytes_out": self.bytes_out,
             "seconds": self.seconds,
             "reasons": dict(self.reasons),
+            "counts": dict(self.counts),
         }
 
 
 def merge(dicts: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum counter dicts (from to_dict) of many tasks."""
     total: dict[str, Any] = StageCounter().to_dict()
-    reasons: Counter[str] = Counter()
+    tallies: dict[str, Counter[str]] = {"reasons": Counter(), "counts": Counter()}
     for d in dicts:
         for key, value in d.items():
-            if key == "reasons":
-                reasons.update(value)
+            if key in tallies:
+                tallies[key].update(value)
             else:
                 total[key] += value
-    total["reasons"] = dict(sorted(reasons.items()))
+    for key, tally in tallies.items():
+        total[key] = dict(sorted(tally.items()))
     return total

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from pipelines import sql
@@ -162,3 +163,21 @@ def test_stage_files_are_checked_first_and_fingerprinted(data_dir, write_recipe,
     blocklist.write_text("example.com\nexample.org\n")  # a changed list must not resume the old results
     with pytest.raises(RunError, match="--force"):
         run_recipe(load_recipe(recipe), workers=1, progress=False)
+
+
+def test_stage_counts_are_summed_over_batches_and_tasks(data_dir):
+    """A stage's own tallies (StageResult.counts) add up across batches and across tasks' done-markers."""
+    from pipelines.stages.base import StageResult
+    from pipelines.stats import StageCounter, merge
+
+    lines = (data_dir / "text" / "tinyshakespeare.txt").read_text(encoding="utf-8").splitlines()[:6]
+    docs = pa.table({"text": lines})
+    per_task = []
+    for task in range(2):
+        counter = StageCounter()
+        for batch in (docs.slice(0, 3), docs.slice(3)):
+            counter.add(batch, StageResult(batch, batch.slice(0, 0), {"email": task + 1, "ipv4": 2}), 0.0)
+        per_task.append(counter.to_dict())
+    assert per_task[0]["counts"] == {"email": 2, "ipv4": 4}
+    assert merge(per_task)["counts"] == {"email": 6, "ipv4": 8}
+    assert merge(per_task)["docs_in"] == 12

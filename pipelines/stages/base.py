@@ -24,10 +24,15 @@ class StageConfig(BaseModel):
 
 
 class StageResult(NamedTuple):
-    """Rows a stage keeps, and rows it removes (with a `reason` column, and optional detail columns)."""
+    """Rows a stage keeps, and rows it removes (with a `reason` column, and optional detail columns).
+
+    `counts` are the stage's own tallies for the batch (e.g. PII replacements by kind): the engine sums them
+    over the run into the `counts` field of stats/<stage>.json.
+    """
 
     kept: pa.Table
     removed: pa.Table
+    counts: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
