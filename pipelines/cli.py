@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--output", "-o", help="write the result to this file (required for parquet)")
     sql.set_defaults(fn=_cmd_sql)
 
-    from corpora.fetch import add_fetch_arguments, run_fetch  # stdlib + tqdm only
+    from pipelines.fetch_command import add_fetch_arguments, run_fetch  # stdlib + tqdm only
 
     fetch = commands.add_parser("fetch", help="download raw dumps (URLs, Common Crawl paths lists, Wikipedia)",
                                 description=(

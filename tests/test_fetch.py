@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from corpora.fetch import FetchError, add_fetch_arguments, fetch, read_checksums, run_fetch
+from corpora.fetch import FetchError, fetch, read_checksums
+from pipelines.fetch_command import add_fetch_arguments, run_fetch
 
 SAMPLE = "cc-main-2020-34-sample.warc.gz"  # 135,896 bytes: half of it is a real partial download
 
