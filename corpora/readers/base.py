@@ -213,9 +213,10 @@ class RecordBuilder:
     def __len__(self) -> int:
         return len(self.ids) + len(self.bad)
 
-    def quarantine(self, position: int, reason: str, raw: bytes | None) -> None:
+    def quarantine(self, position: int, reason: str, raw: bytes | None, record_id: str | None = None) -> None:
+        """Quarantine one record; its id is the record's own (e.g. a WARC-Record-ID) or its position id."""
         self.records += 1
-        pid = position_id(self.file_name, position)
+        pid = record_id or position_id(self.file_name, position)
         self.bad.append((pid, self.task.source, self.task.path, position, reason, raw))
 
     def add(self, record: Any, position: int, raw: bytes | None = None) -> None:

@@ -23,12 +23,11 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pyarrow as pa
 from fastwarc.warc import WarcRecord
 
-from corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, ReadTask
+from corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, ReadTask, RecordBuilder
 from corpora.readers.charset import decode_page
 from corpora.readers.warc_framing import Damaged, Framed, frame_records
 from corpora.records import DOCUMENT_SCHEMA, document_table, encode_meta, position_id, quarantine_table
@@ -53,34 +52,20 @@ def plan(path: str, task_size: int) -> list[tuple[int, int | None]]:
     return [(0, None)]
 
 
-class _Batch:
-    """Documents, quarantined records and skip counts of one task, turned into a ReadBatch on flush."""
-
-    def __init__(self, task: ReadTask):
-        self.task = task
-        self.file_name = Path(task.path).name
-        self._reset()
+class _Batch(RecordBuilder):
+    """RecordBuilder's lists plus the WARC columns and skip counts of one task, turned into a ReadBatch on flush."""
 
     def _reset(self) -> None:
-        self.ids: list[str] = []
-        self.texts: list[str] = []
-        self.urls: list[str | None] = []
-        self.metas: list[str | None] = []
+        super()._reset()
         self.content_types: list[str] = []
         self.dates: list[datetime | None] = []
         self.record_ids: list[str | None] = []
-        self.bad: list[tuple[str, str, str, int, str, bytes | None]] = []
         self.skipped: Counter[str] = Counter()
-
-    def __len__(self) -> int:
-        return len(self.ids) + len(self.bad)
-
-    def quarantine(self, position: int, reason: str, raw: bytes, record_id: str | None = None) -> None:
-        pid = record_id or position_id(self.file_name, position)
-        self.bad.append((pid, self.task.source, self.task.path, position, reason, raw))
 
     def add(self, record: WarcRecord, position: int, text: str, content_type: str, extras: dict) -> None:
         headers = record.headers
+        self.records += 1
+        self.positions.append(position)
         self.ids.append(record.record_id or position_id(self.file_name, position))
         self.texts.append(text)
         self.urls.append(_target_uri(headers.get("WARC-Target-URI")))
@@ -102,7 +87,7 @@ class _Batch:
             pa.array(self.record_ids, pa.string()),
         ]
         docs = pa.Table.from_arrays(docs.columns + extra, schema=SCHEMA)
-        batch = ReadBatch(docs, quarantine_table(self.bad), docs.num_rows + len(self.bad), dict(self.skipped))
+        batch = ReadBatch(docs, quarantine_table(self.bad), self.records, dict(self.skipped))
         self._reset()
         return batch
 
