@@ -1,0 +1,143 @@
+"""decontaminate: real benchmark items spliced into real documents are found; ordinary text is not flagged."""
+
+from __future__ import annotations
+
+import bz2
+import json
+
+import pyarrow as pa
+import pytest
+
+from corpora.evalsets import EvalSetError, benchmark_name, load_eval_set
+from pipelines import sql
+from pipelines.engine import run_recipe
+from pipelines.ngram_index import tokens
+from pipelines.recipe import load_recipe
+from pipelines.stages.base import RunContext
+from pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
+
+
+def _stage(data_dir, **options) -> Decontaminate:
+    return Decontaminate(DecontaminateConfig(**{"evals": [str(data_dir / "evals")], **options}))
+
+
+def _jsonl(path, index: int) -> dict:
+    with open(path, encoding="utf-8") as file:
+        return json.loads(file.readlines()[index])
+
+
+@pytest.fixture(scope="module")
+def articles(data_dir) -> list[str]:
+    return [line for line in (data_dir / "text/wiki_demo.txt").read_text().split("\n") if line.strip()]
+
+
+def test_items_spliced_into_wikipedia_articles_are_found_with_benchmark_and_item(data_dir, articles):
+    evals = data_dir / "evals"
+    lambada = _jsonl(evals / "language_understanding/lambada_openai.jsonl", 100)
+    arc = _jsonl(evals / "world_knowledge/arc_easy.jsonl", 7)
+    piqa = _jsonl(evals / "commonsense_reasoning/piqa.jsonl", 42)
+    copa = _jsonl(evals / "commonsense_reasoning/copa.jsonl", 0)  # 12 words: a short item, matched whole
+    with bz2.open(evals / "hellaswag_val_full.txt.bz2", "rt", encoding="utf-8") as file:
+        activity_context, label, *endings = file.read().split("\n")[6 * 200:6 * 200 + 6]
+    assert copa["query"].startswith("The man turned on the faucet")
+    inserts = [
+        (f"{lambada['context']} {lambada['continuation']}.", "lambada_openai", 100),
+        (f"{activity_context.split(': ', 1)[1]} {endings[int(label)]}", "hellaswag", 200),
+        (f"Q. {arc['query'].removeprefix('Question: ')} A. {arc['choices'][arc['gold']].upper()}!", "arc_easy", 7),
+        (f"{piqa['query'].removeprefix('Question: ').strip()}\n{piqa['choices'][piqa['gold']]}", "piqa", 42),
+        (f"{copa['query']} {copa['choices'][copa['gold']]}", "copa", 0),
+    ]
+    docs = [f"{a[:1500]}\n{text}\n{a[1500:3000]}" for a, (text, _, _) in zip(articles, inserts)] + articles[5:]
+    result = _stage(data_dir).process(pa.table({"id": [str(i) for i in range(len(docs))], "text": docs}))
+    removed = result.removed.to_pylist()
+    assert [(r["id"], r["contaminated_by"], r["contaminated_item"]) for r in removed] == [
+        (str(i), name, item) for i, (_, name, item) in enumerate(inserts)]
+    assert {r["reason"] for r in removed} == {"contaminated"}
+    assert removed[2]["contaminated_ngram"] == "students are investigating the effects of different fertilizers on " \
+                                               "plant growth which units"
+    assert removed[4]["contaminated_ngram"] == "the man turned on the faucet therefore water flowed from the spout"
+    assert removed[0]["contamination_hits"] > 40  # the whole passage, not one stray phrase
+    assert result.counts == {"lambada_openai": 1, "hellaswag": 1, "arc_easy": 1, "piqa": 1, "copa": 1}
+    assert result.kept.num_rows == len(articles) - 5 and "contaminated_by" not in result.kept.column_names
+
+
+def test_no_false_positive_on_wikipedia_and_c4(data_dir, articles):
+    c4 = [json.loads(line)["text"] for line in (data_dir / "text/c4_demo.jsonl").open(encoding="utf-8")]
+    texts = articles + c4  # 30 articles (1 MB, ~170k 13-word windows) and 300 C4 pages
+    flagged = _stage(data_dir, action="flag").process(pa.table({"text": texts})).kept
+    assert flagged.num_rows == len(texts)
+    assert flagged.column("contaminated_by").null_count == len(texts)
+    assert set(flagged.column("contamination_hits").to_pylist()) == {0}
+    # With 8-word n-grams the same text matches stock phrases: the reason n is 13.
+    loose = _stage(data_dir, action="flag", ngram=8).process(pa.table({"text": texts})).kept
+    assert "listed on the national register of historic places" in loose.column("contaminated_ngram").to_pylist()
+
+
+def test_prompt_templates_are_not_items(data_dir, articles):
+    # Every bigbench_misconceptions item starts with this instruction: it names no item.
+    template = "Is the following statement true or false? Output T for true and F for false."
+    doc = f"{articles[0][:800]} {template} {articles[0][800:1600]}"
+    assert not _stage(data_dir).process(pa.table({"text": [doc]})).removed.num_rows
+
+
+def test_instruction_set_overlap_through_the_engine(data_dir, write_recipe, tmp_path):
+    # alpaca_5000's answer about the First Amendment quotes the text a BoolQ passage quotes (measured: the only
+    # match in that set).
+    recipe = write_recipe([{"path": str(data_dir / "instructions/alpaca_5000.json")}],
+                          [{"decontaminate": {"evals": [str(data_dir / "evals/reading_comprehension")]}}],
+                          output=str(tmp_path / "out"), task_size="600KB")
+    run = run_recipe(load_recipe(recipe), workers=2, progress=False).run_dir
+    removed = sql.query(run, "SELECT id, reason, contaminated_by, contaminated_item, contaminated_ngram "
+                             "FROM removed").to_pylist()
+    assert removed == [{"id": "alpaca_5000.json:4247", "reason": "contaminated", "contaminated_by": "boolq",
+                        "contaminated_item": 1791, "contaminated_ngram": "congress shall make no law respecting an "
+                        "establishment of religion or prohibiting the"}]
+    stats = sql.query(run, "SELECT docs_in, kept, removed, counts FROM stats WHERE stage = 'decontaminate'")
+    assert stats.to_pylist() == [{"docs_in": 5000, "kept": 4999, "removed": 1,
+                                  "counts": [{"name": "boolq", "count": 1}]}]
+
+
+def test_chinese_items_use_character_ngrams(data_dir):
+    belle = {"path": str(data_dir / "instructions/belle_eval_set_zh.json"), "fields": ["question", "std_answer"]}
+    stage = Decontaminate(DecontaminateConfig(evals=[belle]))
+    item = load_eval_set(belle["path"], fields=belle["fields"])[10]
+    host = json.loads((data_dir / "instructions/alpaca_zh_demo.json").read_text(encoding="utf-8"))
+    texts = [r["instruction"] + "\n" + r["output"] for r in host]
+    spliced = texts[0] + "\n" + item.passages[1][:60] + "\n" + texts[1]
+    result = stage.process(pa.table({"text": [spliced, *texts]}))
+    assert result.removed.column("contaminated_by").to_pylist() == ["belle_eval_set_zh"]
+    assert result.removed.column("contaminated_item").to_pylist() == [10]
+    assert " " not in result.removed.column("contaminated_ngram")[0].as_py()[:20]  # Han characters run on
+    assert result.kept.num_rows == len(texts)  # none of the 1,000 alpaca_zh conversations matches (20 chars)
+
+
+def test_conversations_search_the_prompt_column(data_dir):
+    boolq = _jsonl(data_dir / "evals/reading_comprehension/boolq.jsonl", 5)
+    question = boolq["query"].split("\nQuestion: ")[1].split("\n")[0]
+    table = pa.table({"prompt": [f"{question}? {boolq['choices'][boolq['gold']]}", None],
+                      "text": ["User: hello", None]})
+    stage = _stage(data_dir, action="flag", column="prompt", evals=[str(data_dir / "evals/reading_comprehension")])
+    assert len(question.split()) < 13  # a short passage, indexed whole
+    assert stage.process(table).kept.column("contaminated_item").to_pylist() == [5, None]
+
+
+def test_normalisation_and_names():
+    assert tokens(pa.array(["Don’t STOP—now, 3.5 我爱北京"])).to_pylist() == [
+        ["don", "t", "stop", "now", "3", "5", "我", "爱", "北", "京"]]
+    assert benchmark_name("world_knowledge/arc_easy.jsonl") == "arc_easy"
+    assert benchmark_name("hellaswag_val_full.txt.bz2") == "hellaswag"
+
+
+def test_errors_name_the_file_and_the_fix(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="no evaluation files at .*nowhere"):
+        _stage(data_dir, evals=[str(tmp_path / "nowhere")])
+    with pytest.raises(ValueError, match="name one file"):
+        _stage(data_dir, evals=[{"path": str(data_dir / "evals/world_knowledge"), "name": "arc"}])
+    with pytest.raises(ValueError, match="no column 'prompt'"):
+        _stage(data_dir, column="prompt").process(pa.table({"text": ["x"]}))
+    bad = tmp_path / "items.txt"
+    bad.write_text("Activity: a context\nnot a label\n1\n2\n3\n4\n")
+    with pytest.raises(EvalSetError, match="not the HellaSwag text format"):
+        load_eval_set(bad)
+    stage = Decontaminate(DecontaminateConfig(evals=["items.txt"]), RunContext(tmp_path, tmp_path))
+    assert stage.resource_files == [bad]  # fingerprinted: a changed set reruns the stage
