@@ -56,7 +56,7 @@ def filtered(data_dir):
 
 
 def test_filter_removes_refusals_cut_off_and_empty_answers(filtered):
-    docs, (kept, removed) = filtered
+    docs, (kept, removed, _) = filtered
     assert kept.num_rows + removed.num_rows == docs.num_rows and 0 < removed.num_rows < docs.num_rows // 20
     gone = by_id(removed)
     refusal = gone["alpaca_en_demo.json:43"]  # "As an AI, I don't have access to real-time financial data ..."
@@ -109,7 +109,7 @@ def test_filter_bounds_unanswered_turns_and_options(filtered):
 def test_fill_placeholders_in_identity(data_dir):
     docs = conversations(data_dir, "identity.json", "code_alpaca_2k.json")
     values = {"name": "Refinery", "author": "the Refinery developers"}
-    kept, removed = FillPlaceholders(FillPlaceholdersConfig(values=values, sources=["identity"])).process(docs)
+    kept, removed, _ = FillPlaceholders(FillPlaceholdersConfig(values=values, sources=["identity"])).process(docs)
     assert removed.num_rows == 0 and not kept.column("text").equals(docs.column("text"))
     identity = [r for r in kept.to_pylist() if r["source"] == "identity"]
     assert not any("{{" in r["text"] or any("{{" in m["content"] for m in r["messages"]) for r in identity)
@@ -132,7 +132,7 @@ def test_chat_template_stage(data_dir):
     docs = conversations(data_dir, "sharegpt_dummy_conversation.json", "glaive_toolcall_en_demo.json")
     c4 = data_dir / "text/c4_demo.jsonl"
     plain = conform(next(read_task(plan_input(str(c4), c4.parent, 1 << 25)[0])).documents.slice(0, 3), SCHEMA)
-    kept, removed = ChatTemplate(ChatTemplateConfig(template="refinery")).process(pa.concat_tables([docs, plain]))
+    kept, removed, _ = ChatTemplate(ChatTemplateConfig(template="refinery")).process(pa.concat_tables([docs, plain]))
     with_tools = sum(any(m["role"] in ("tool_call", "tool") for m in c) for c in docs.column("messages").to_pylist())
     assert with_tools > 100 and kept.num_rows == docs.num_rows - with_tools  # the refinery template has no tool turns
     assert set(removed.column("reason").to_pylist()) == {"unrenderable", "not_a_conversation"}

@@ -59,7 +59,7 @@ def head_only(html: str) -> str:
 def test_main_text_and_title_of_real_pages(page, evaldata):
     names = [*ENGLISH_PAGES, GERMAN_PAGE]
     docs = table([page(n) for n in names], ["text/html", "text/html; charset=utf-8", "application/xhtml+xml"])
-    kept, removed = Extract(ExtractConfig()).process(docs)
+    kept, removed, _ = Extract(ExtractConfig()).process(docs)
     assert removed.num_rows == 0 and kept.column("id").to_pylist() == ["doc-0", "doc-1", "doc-2"]
     for name, text in zip(names, kept.column("text").to_pylist()):
         assert all(snippet in text for snippet in evaldata[name]["with"]), name
@@ -82,7 +82,7 @@ def test_rows_that_are_not_html_pass_unchanged(page, c4_texts):
     html = page(ENGLISH_PAGES[0])
     # WET text, HTML declared as plain text (the declared type wins), and C4 text without a content type.
     docs = table([c4_texts[0], html, c4_texts[1], html], ["text/plain", "text/plain", None, None])
-    kept, removed = Extract(ExtractConfig()).process(docs)
+    kept, removed, _ = Extract(ExtractConfig()).process(docs)
     assert removed.num_rows == 0
     assert kept.column("text").to_pylist()[:3] == [c4_texts[0], html, c4_texts[1]]
     assert kept.column("title").to_pylist()[:3] == [None, None, None]
@@ -100,7 +100,7 @@ def test_a_documents_own_title_column_is_kept_for_rows_passed_through(page, c4_t
 
 def test_page_without_text_is_removed_as_empty_and_keeps_its_html(page):
     heads = [head_only(page(name)) for name in ENGLISH_PAGES]
-    kept, removed = Extract(ExtractConfig()).process(table(heads, ["text/html", "text/html"]))
+    kept, removed, _ = Extract(ExtractConfig()).process(table(heads, ["text/html", "text/html"]))
     assert kept.num_rows == 0
     assert removed.column("reason").to_pylist() == ["extraction_empty"] * 2
     assert removed.column("text").to_pylist() == heads  # nothing disappears: the HTML stays for inspection
@@ -125,7 +125,7 @@ def test_exception_is_removed_with_its_type(page, monkeypatch):
     stage = Extract(ExtractConfig())
     monkeypatch.setattr(stage, "extract_page", too_deep)
     html = page(ENGLISH_PAGES[0])
-    kept, removed = stage.process(table([html], ["text/html"]))
+    kept, removed, _ = stage.process(table([html], ["text/html"]))
     assert kept.num_rows == 0 and removed.column("reason").to_pylist() == ["extraction_failed"]
     assert removed.column("extraction_error").to_pylist() == ["RecursionError"]
     assert removed.column("text").to_pylist() == [html]
@@ -133,7 +133,7 @@ def test_exception_is_removed_with_its_type(page, monkeypatch):
 
 def test_large_page_times_out_and_the_alarm_is_restored(page):
     previous = signal.getsignal(signal.SIGALRM)
-    kept, removed = Extract(ExtractConfig(timeout_seconds=0.001)).process(table([page(LARGEST_PAGE)], ["text/html"]))
+    kept, removed, _ = Extract(ExtractConfig(timeout_seconds=0.001)).process(table([page(LARGEST_PAGE)], ["text/html"]))
     assert kept.num_rows == 0 and removed.column("reason").to_pylist() == ["extraction_timeout"]
     assert signal.getsignal(signal.SIGALRM) is previous
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
@@ -145,7 +145,7 @@ def test_a_hanging_page_costs_its_timeout_only(page, evaldata, monkeypatch):
     extract_page = stage.extract_page
     monkeypatch.setattr(stage, "extract_page", lambda html: time.sleep(30) if html == hanging else extract_page(html))
     started = time.perf_counter()
-    kept, removed = stage.process(table([hanging, page(ENGLISH_PAGES[0])], ["text/html"] * 2))
+    kept, removed, _ = stage.process(table([hanging, page(ENGLISH_PAGES[0])], ["text/html"] * 2))
     assert time.perf_counter() - started < 5
     assert removed.column("reason").to_pylist() == ["extraction_timeout"]
     assert kept.column("title").to_pylist() == [evaldata[ENGLISH_PAGES[0]]["title"]]

@@ -113,7 +113,7 @@ def in_process(pages: list[EvalPage], mode: str) -> tuple[float, dict[str, str],
                            [p.url for p in pages])
     stage = Extract(ExtractConfig(mode=mode))
     started = time.perf_counter()
-    kept, removed = stage.process(table)
+    kept, removed, _ = stage.process(table)
     elapsed = time.perf_counter() - started
     return elapsed, dict(zip(kept.column("url").to_pylist(), kept.column("text").to_pylist())), removed.num_rows
 
