@@ -64,14 +64,16 @@ class _Job:
 
     @property
     def con(self) -> Any:
-        """A DuckDB connection that spills to the work folder beyond half the memory budget (the other half is
-        for the streams Python reads and the union-find)."""
+        """A DuckDB connection that spills to the work folder beyond the memory budget (the batches Python reads
+        are a small fraction of it, see stream_rows)."""
         if self._con is None:
             import duckdb  # only the barrier needs it
 
             self._con = duckdb.connect()
-            self._con.execute(f"SET memory_limit = '{self.settings.memory_limit // 2048}KiB'")
+            self._con.execute(f"SET memory_limit = '{self.settings.memory_limit // 1024}KiB'")
             self._con.execute(f"SET temp_directory = '{self.workdir / 'duckdb-tmp'}'")
+            # Every output is sorted with ORDER BY; other results need not keep their order, which saves memory.
+            self._con.execute("SET preserve_insertion_order = false")
         return self._con
 
     @property
@@ -86,6 +88,12 @@ class _Job:
     def stream_rows(self) -> int:
         """Rows per batch Python reads from a stream of shingle sets (~1.5 KB each): 1/32 of the budget."""
         return int(np.clip(self.settings.memory_limit // 32 // 1536, 256, 65536))
+
+    def stream(self, query: str) -> pa.RecordBatchReader:
+        """The query's rows in batches of `stream_rows` (DuckDB ≥ 1.4 names the call to_arrow_reader)."""
+        relation = self.con.sql(query)
+        read = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
+        return read(self.stream_rows)
 
     def copy(self, query: str, target: Path) -> int:
         """Run `query` into a Parquet file atomically; return its row count."""
@@ -145,9 +153,9 @@ def _pairs(job: _Job) -> dict[str, int]:
     candidates, target = job.workdir / "candidates.parquet", job.workdir / "pairs.parquet"
     if not job.settings.verify:
         return {"pairs": job.copy(f"SELECT a, b, NULL::DOUBLE AS jaccard FROM read_parquet('{candidates}')", target)}
-    stream = job.con.sql(
-        f"""SELECT c.a, c.b, l.shingles AS left_set, r.shingles AS right_set FROM read_parquet('{candidates}') c
-            JOIN {job.sigs} l ON l.ord = c.a JOIN {job.sigs} r ON r.ord = c.b""").fetch_record_batch(job.stream_rows)
+    stream = job.stream(f"""SELECT c.a, c.b, l.shingles AS left_set, r.shingles AS right_set
+                            FROM read_parquet('{candidates}') c
+                            JOIN {job.sigs} l ON l.ord = c.a JOIN {job.sigs} r ON r.ord = c.b""")
     unsorted = job.workdir / "pairs-unsorted.parquet"
     writer = AtomicParquetWriter(unsorted, PAIR_SCHEMA)
     for batch in stream:
@@ -183,8 +191,8 @@ def _assign(job: _Job, writer: AtomicParquetWriter) -> None:
     them are, without `verify`), or is kept itself. Only the kept documents' sets of one cluster are held."""
     columns = "c.cluster, s.ord, s.id" + (", s.shingles" if job.settings.verify else "")
     order = "c.cluster, " + ", ".join(f"s.{term}" for term in job.priority.split(", "))
-    stream = job.con.sql(f"""SELECT {columns} FROM read_parquet('{job.workdir / 'clusters.parquet'}') c
-                                 JOIN {job.sigs} s USING (ord) ORDER BY {order}""").fetch_record_batch(job.stream_rows)
+    stream = job.stream(f"""SELECT {columns} FROM read_parquet('{job.workdir / 'clusters.parquet'}') c
+                            JOIN {job.sigs} s USING (ord) ORDER BY {order}""")
     current, kept = None, []
     for batch in stream:
         clusters, ords, ids = (batch.column(c).to_pylist() for c in ("cluster", "ord", "id"))

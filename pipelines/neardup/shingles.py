@@ -103,10 +103,15 @@ def word_tokens(normalised: pa.Array) -> Tokens:
     """Words split at spaces, each hashed with xxh3-64 (each distinct word of the batch is hashed once)."""
     words = pc.utf8_split_whitespace(normalised)
     starts = words.offsets.to_numpy().astype(np.int64)
-    encoded = pc.dictionary_encode(words.flatten())
+    flat = words.flatten()
+    # Leading and trailing spaces (and an empty text) split into empty strings: they are not words.
+    _, bounds = _parts(flat)
+    real = np.diff(bounds) > 0
+    encoded = pc.dictionary_encode(flat)
     distinct = encoded.dictionary.cast(pa.binary()).to_pylist()
     table = np.fromiter((xxhash.xxh3_64_intdigest(w) for w in distinct), np.uint64, len(distinct))
-    return Tokens(table[encoded.indices.to_numpy(zero_copy_only=False)], starts - starts[0])
+    kept_before = np.concatenate(([0], np.cumsum(real, dtype=np.int64)))
+    return Tokens(table[encoded.indices.to_numpy(zero_copy_only=False)][real], kept_before[starts - starts[0]])
 
 
 # Bytes in a UTF-8 character, by its lead byte (continuation bytes count 0).

@@ -1,0 +1,250 @@
+"""minhash_dedup on real data: near-duplicates found (English, instructions, Chinese), every removal checked against
+an independent exact Jaccard, counts reconcile, and the output is the same whatever the workers or interruptions."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines import sql
+from pipelines.engine import run_recipe
+from pipelines.neardup import lsh, resolve
+from pipelines.neardup.minhash import permutations, signatures
+from pipelines.neardup.shingles import cjk_mask, document_shingles, normalise, shingle_sets, word_tokens
+from pipelines.recipe import load_recipe
+
+DEMO = "text/redpajama-pile-samples/demo-dataset-deduplication.jsonl"
+
+
+def reference_shingles(text: str, n: int = 5, cjk_n: int = 3) -> set[tuple[str, ...]]:
+    """The documented shingling, written plainly: lowercase, digits → 0, runs of letters/digits are words;
+    text with > 30% CJK characters is shingled by characters."""
+    words = re.findall(r"[^\W_]+", re.sub(r"\d", "0", text.lower()))
+    chars = "".join(words)
+    if len(re.findall(r"[\u3000-\ud7ff]", chars)) > 0.3 * len(chars):
+        words, n = list(chars), cjk_n
+    return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))} if words else set()
+
+
+def jaccard(a: str, b: str) -> float:
+    x, y = reference_shingles(a), reference_shingles(b)
+    return len(x & y) / len(x | y)
+
+
+def run(recipe: Path, workers: int = 1):
+    summary = run_recipe(load_recipe(recipe), workers=workers, progress=False)
+    return summary, summary.run_dir
+
+
+def rows(run_dir: Path, query: str) -> list[dict]:
+    return sql.query(run_dir, query).to_pylist()
+
+
+def offset(doc_id: str) -> int:
+    return int(doc_id.rsplit(":", 1)[1])
+
+
+def output_bytes(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes()
+            for folder in ("data", "removed", "quarantine") for p in sorted((run_dir / folder).rglob("*.parquet"))}
+
+
+def test_real_near_duplicates_of_the_dedup_demo_set(data_dir, write_recipe):
+    summary, run_dir = run(write_recipe([{"path": str(data_dir / DEMO)}], [{"minhash_dedup": {}}]))
+    assert summary.read == 14 == summary.kept + summary.removed + summary.quarantined
+    removed = rows(run_dir, "SELECT r.id, r.text, r.reason, r.dup_cluster_id, r.duplicate_of, d.text AS kept_text, "
+                            "d.dup_cluster_size FROM removed r JOIN docs d ON d.id = r.duplicate_of")
+    # The set's four near-duplicate pairs: an exact repeat, two Smithfield articles with 'plant(s)'/'pig(s)'
+    # edits, and a Chinese report with an inserted '时间：'; the Sunday sentences (5-gram Jaccard 0.375) stay.
+    assert len(removed) == summary.removed == 4
+    assert sorted(r["kept_text"][:7] for r in removed) == ["Smithfi", "Smithfi", "This pa", "第九届会议\\n"]
+    for r in removed:
+        assert r["reason"] == "near_duplicate" and r["duplicate_of"] == r["dup_cluster_id"]
+        assert offset(r["duplicate_of"]) < offset(r["id"])  # keep: first (ids are file:byte offset)
+        assert jaccard(r["text"], r["kept_text"]) >= 0.8 and r["dup_cluster_size"] == 2
+    kept = rows(run_dir, "SELECT dup_cluster_id IS NULL AS single, dup_cluster_size AS size, count(*) AS n "
+                         "FROM docs GROUP BY ALL")
+    assert {(k["single"], k["size"], k["n"]) for k in kept} == {(True, 1, 6), (False, 2, 4)}
+    lsh_json = json.loads((run_dir / "work/minhash_dedup/lsh.json").read_text())
+    assert lsh_json["decisions"]["removed"] == 4 and lsh_json["s_curve"]["0.8"] > 0.99
+
+
+def test_repeated_alpaca_instructions_by_prompt(data_dir, write_recipe):
+    folder = data_dir / "instructions"
+    inputs = [{"path": str(folder / name), "format": "instructions"} for name in ("alpaca_5000.json",
+                                                                                 "alpaca_en_demo.json")]
+    inputs.append({"path": str(data_dir / DEMO)})  # no `prompt`: null, so never a duplicate
+    summary, run_dir = run(write_recipe(inputs, [{"minhash_dedup": {"column": "prompt"}}], task_size="256KB"), 2)
+    assert summary.read == 5000 + 999 + 14 == summary.kept + summary.removed
+    removed = rows(run_dir, "SELECT r.id, r.source, r.prompt, d.prompt AS kept_prompt, d.source AS kept_source "
+                            "FROM removed r JOIN docs d ON d.id = r.duplicate_of")
+    assert len(removed) == summary.removed and not any(r["source"] == "demo-dataset-deduplication" for r in removed)
+    for r in removed:  # every removal is justified by an exact Jaccard computed independently
+        assert jaccard(r["prompt"], r["kept_prompt"]) >= 0.8, (r["prompt"], r["kept_prompt"])
+    # Recall: every demo prompt that alpaca_5000 already holds (same words) is removed in its favour.
+    words = {}
+    for r in sql.query(run_dir, "SELECT prompt, source FROM docs UNION ALL SELECT prompt, source FROM removed")\
+            .to_pylist():
+        words.setdefault(r["source"], []).append(frozenset(reference_shingles(r["prompt"] or "")))
+    repeated = [s for s in words["alpaca_en_demo"] if s in set(words["alpaca_5000"])]
+    across = [r for r in removed if r["source"] == "alpaca_en_demo" and r["kept_source"] == "alpaca_5000"]
+    assert len(repeated) >= 90 and len(across) >= len(repeated)
+
+
+def poems(data_dir: Path, count: int) -> list[dict]:
+    ci = json.loads((data_dir / "text/chinese-poetry/宋词/ci.song.0.json").read_text(encoding="utf-8"))[:count]
+    return [{"id": f"ci-{i}", "text": "\n".join(p["paragraphs"]), "tune": p["rhythmic"]} for i, p in enumerate(ci)]
+
+
+def test_chinese_near_duplicate_poem_found_by_characters(data_dir, write_recipe, tmp_path):
+    docs = poems(data_dir, 300)
+    tunes = [d["tune"] for d in docs]
+    original = next(d for d in docs if len(d["text"]) >= 100 and tunes.count(d["tune"]) > 1)
+    same_tune = next(d for d in docs if d["tune"] == original["tune"] and d is not original)
+    text = original["text"]
+    # A near-copy: two characters changed and one deleted, as a re-post with typos would have.
+    copy = text[:10] + "春" + text[11:40] + "风" + text[41:70] + text[71:]
+    docs.append({"id": "near-copy", "text": copy})
+    source = tmp_path / "poems.jsonl"
+    source.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n"
+                              for d in docs), encoding="utf-8")
+    summary, run_dir = run(write_recipe([{"path": str(source)}], [{"minhash_dedup": {}}]))
+    removed = {r["id"]: r["duplicate_of"] for r in rows(run_dir, "SELECT id, duplicate_of FROM removed")}
+    assert removed.get("near-copy") == original["id"]
+    assert same_tune["id"] not in removed and same_tune["id"] not in removed.values()
+    assert jaccard(copy, text) >= 0.8 > jaccard(same_tune["text"], text)
+    # Word shingles would miss it: Chinese has no spaces, so a 'word' is a whole clause.
+    sets = shingle_sets(word_tokens(normalise(pa.array([text, copy]))), 5)
+    a, b = (set(sets.values[sets.offsets[i]:sets.offsets[i + 1]].tolist()) for i in (0, 1))
+    assert len(a & b) / len(a | b) < 0.5
+    assert summary.read == len(docs) == summary.kept + summary.removed
+
+
+def test_cjk_choice_by_lang_column_then_by_script(data_dir):
+    poem = poems(data_dir, 1)[0]["text"]
+    english = json.loads((data_dir / DEMO).read_text(encoding="utf-8").splitlines()[7])["text"]
+    text = normalise(pa.array([poem, english, poem, english]))
+    assert cjk_mask(text).tolist() == [True, False, True, False]
+    lang = pa.array(["zh", "en", "en", None])  # a set `lang` decides; a null one falls back to the script
+    assert cjk_mask(text, lang).tolist() == [True, False, False, False]
+
+
+def test_keep_the_highest_score_ties_by_input_order(data_dir, write_recipe):
+    stages = [{"langid": {}}, {"minhash_dedup": {"keep": "lang_score"}}]
+    _, run_dir = run(write_recipe([{"path": str(data_dir / DEMO)}], stages))
+    pairs = rows(run_dir, "SELECT r.id, r.lang_score AS score, d.id AS kept, d.lang_score AS kept_score, "
+                          "left(d.text, 5) AS start FROM removed r JOIN docs d ON d.id = r.duplicate_of")
+    assert len(pairs) == 4 and all(p["kept_score"] >= p["score"] for p in pairs)
+    # The Chinese report's later copy scores higher, so it stays (keep: first kept the earlier one);
+    # the exact repeat ties and keeps the earlier.
+    chinese = next(p for p in pairs if p["start"].startswith("第九届"))
+    assert offset(chinese["kept"]) > offset(chinese["id"]) and chinese["kept_score"] > chinese["score"]
+    tie = next(p for p in pairs if p["kept_score"] == p["score"])
+    assert offset(tie["kept"]) < offset(tie["id"])
+
+
+def test_bad_keep_column_speaks(data_dir, write_recipe):
+    from pipelines.engine import RunError
+
+    recipe = write_recipe([{"path": str(data_dir / DEMO)}], [{"minhash_dedup": {"keep": "score"}}])
+    with pytest.raises(Exception, match="no column 'score' for `keep`"):
+        run(recipe)
+    with pytest.raises((RunError, ValueError), match="bands.*rows"):
+        run(write_recipe([{"path": str(data_dir / DEMO)}], [{"minhash_dedup": {"bands": 20}}], name="b"))
+
+
+@pytest.fixture(scope="module")
+def mixed_inputs(data_dir) -> list[dict]:
+    folder = data_dir / "instructions"
+    return [{"path": str(data_dir / DEMO)}, {"path": str(data_dir / "text/c4_demo.jsonl")},
+            {"path": str(folder / "alpaca_en_demo.json"), "format": "instructions"},
+            {"path": str(folder / "alpaca_5000.json"), "format": "instructions"}]
+
+
+@pytest.fixture(scope="module")
+def two_workers(mixed_inputs, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    recipe = folder / "r.yaml"
+    recipe.write_text(json.dumps({"name": "mixed", "inputs": mixed_inputs, "output": "out", "task_size": "256KB",
+                                  "stages": [{"minhash_dedup": {"column": "prompt", "memory_limit": "64MB"}}]}))
+    summary, run_dir = run(recipe, workers=2)
+    assert summary.removed > 100 and len(list((run_dir / "data").glob("*.parquet"))) > 3
+    return recipe, run_dir
+
+
+def test_one_or_two_workers_give_identical_bytes(two_workers, tmp_path):
+    recipe, run_dir = two_workers
+    config = json.loads(recipe.read_text())
+    (tmp_path / "r.yaml").write_text(json.dumps({**config, "output": str(tmp_path / "one")}))
+    _, one = run(tmp_path / "r.yaml", workers=1)
+    assert output_bytes(one) == output_bytes(run_dir)
+
+
+@pytest.mark.parametrize("phase", ["buckets", "pairs", "decisions"])
+def test_killed_mid_resolve_resumes_at_its_phase_with_identical_bytes(two_workers, tmp_path, monkeypatch, phase):
+    recipe, clean = two_workers
+    config = json.loads(recipe.read_text())
+    (tmp_path / "r.yaml").write_text(json.dumps({**config, "output": str(tmp_path / "out")}))
+    calls = {"copy": 0}
+    real_copy = resolve._Job.copy
+
+    def dies_in_phase(job, query, target):
+        calls["copy"] += 1
+        # Die after a few band files (mid-buckets), or at the named phase's first write.
+        if (phase == "buckets" and calls["copy"] == 5) or (phase != "buckets" and phase in target.name):
+            raise KeyboardInterrupt(f"killed in {phase}")
+        return real_copy(job, query, target)
+
+    monkeypatch.setattr(resolve._Job, "copy", dies_in_phase)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "r.yaml", workers=2)
+    work = tmp_path / "out/work/minhash_dedup"
+    done_before = sorted(p.name for p in work.glob("*.done"))
+    bands_before = sorted(p.name for p in (work / "buckets").glob("band-*.parquet"))
+    assert f"{phase}.done" not in done_before and bands_before
+
+    monkeypatch.setattr(resolve._Job, "copy", real_copy)
+    redone: list[str] = []
+    monkeypatch.setattr(resolve._Job, "copy", lambda job, q, target: redone.append(target.name) or
+                        real_copy(job, q, target))
+    run(tmp_path / "r.yaml", workers=2)
+    assert output_bytes(tmp_path / "out") == output_bytes(clean)
+    # Nothing finished before the kill is redone: not the done phases, not the band files already written.
+    assert not set(redone) & set(bands_before)
+    for name in done_before:
+        assert not any(t.startswith(name.removesuffix(".done")) for t in redone)
+
+
+def test_s_curve_matches_the_formula_and_banding_matches_datasketch():
+    from datasketch.lsh import _optimal_param
+
+    for bands, rows_ in ((16, 6), (14, 8), (9, 13)):
+        curve = lsh.s_curve(bands, rows_)
+        assert list(curve) == ["0.5", "0.6", "0.7", "0.75", "0.8", "0.85", "0.9", "0.95"]
+        for s, p in curve.items():
+            assert p == pytest.approx(1 - (1 - float(s) ** rows_) ** bands, abs=1e-6)
+    for threshold in (0.5, 0.7, 0.8, 0.9):  # without verification: datasketch's own choice
+        assert lsh.choose_bands(threshold, 128, None) == _optimal_param(threshold, 128, 0.5, 0.5)
+    bands, rows_ = lsh.choose_bands(0.8, 128, 0.99)
+    assert (bands, rows_) == (16, 6) and lsh.candidate_probability(0.8, bands, rows_) >= 0.99
+
+
+def test_exact_jaccard_and_minhash_estimates_on_real_pairs(data_dir):
+    texts = [json.loads(line)["text"] for line in (data_dir / DEMO).read_text(encoding="utf-8").splitlines()]
+    c4 = [json.loads(line)["text"] for line in (data_dir / "text/c4_demo.jsonl").read_text().splitlines()[:40]]
+    batch = texts + c4
+    sets, _ = document_shingles(pa.array(batch), None, 5, 3)
+    pairs = [(7, 8), (9, 10), (7, 9), (12, 13), (0, 5)] + [(14 + i, 15 + i) for i in range(0, 30, 3)]
+    lists = pa.ListArray.from_arrays(pa.array(sets.offsets.astype(np.int32)), pa.array(sets.values))
+    left, right = (lists.take(pa.array([p[k] for p in pairs])) for k in (0, 1))
+    exact = resolve.pair_jaccard(left, right)
+    signature = signatures(sets, *permutations(256, 7))
+    for (i, j), value in zip(pairs, exact):
+        assert value == pytest.approx(jaccard(batch[i], batch[j]), abs=1e-3)
+        assert np.mean(signature[i] == signature[j]) == pytest.approx(value, abs=0.1)
+    assert exact[0] > 0.95 and exact[2] < 0.6  # two Smithfield copies; and a long against a short version
