@@ -7,6 +7,8 @@ with probability s^r, and share at least one of b bands (become a candidate pair
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 S_CURVE_POINTS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -25,6 +27,7 @@ def _areas(threshold: float, bands: int, rows: int) -> tuple[float, float]:
     return float(np.trapezoid(p[below], _GRID[below])), float(np.trapezoid(1.0 - p[~below], _GRID[~below]))
 
 
+@lru_cache(maxsize=64)  # the stage is built once per task and once per check: search the schemes once
 def choose_bands(threshold: float, num_perm: int, min_probability: float | None) -> tuple[int, int]:
     """Bands and rows per band (bands × rows ≤ num_perm).
 
