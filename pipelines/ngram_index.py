@@ -20,32 +20,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpora.evalsets import EvalItem
-from pipelines.stages.dedup import normalise_text
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd, so it has an inverse modulo 2^64
 _INVERSE = np.uint64(pow(int(_MULTIPLIER), -1, 1 << 64))
-_CJK = r"\p{Han}|\p{Hiragana}|\p{Katakana}"
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}"  # a character class's inside
+_BITMAP_BITS = 26  # a prefilter of 2^26 bits (8 MiB): ~3% set for the whole gauntlet, so most windows stop there
 _CJK_GAP = re.compile(r"(?<=[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]) (?=[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff])")
 
 
 def tokens(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     """Per text, its normalised tokens (null texts give null lists)."""
-    folded = pc.replace_substring_regex(normalise_text(texts), r"[^\p{L}\p{M}\p{N}]+", " ")
-    spaced = pc.utf8_trim_whitespace(pc.replace_substring_regex(folded, f"({_CJK})", r" \1 "))
-    lists = pc.utf8_split_whitespace(spaced)
+    # dedup.normalise_text's lowercasing; its whitespace pass is left out, the punctuation fold below does it.
+    spaced = pc.replace_substring_regex(pc.utf8_lower(texts), f"([{_CJK}])", r" \1 ")
+    folded = pc.replace_substring_regex(spaced, r"[^\p{L}\p{M}\p{N}]+", " ")
+    lists = pc.utf8_split_whitespace(pc.utf8_trim(folded, " "))  # else an end space gives an empty token
     return lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
 
 
-def _windows(ids: np.ndarray, length: int) -> np.ndarray:
-    """The hash of every window of `length` ids (len(ids) - length + 1 of them, at least 0)."""
-    count = len(ids) - length + 1
-    if count <= 0:
-        return np.empty(0, np.uint64)
-    with np.errstate(over="ignore"):
-        powers = np.cumprod(np.full(len(ids), _MULTIPLIER, np.uint64))  # M^1 .. M^n
-        prefix = np.concatenate([[np.uint64(0)], np.cumsum(ids.astype(np.uint64) * powers, dtype=np.uint64)])
-        inverse = np.cumprod(np.full(count, _INVERSE, np.uint64))  # M^-1 .. M^-count
-        return (prefix[length:] - prefix[:count]) * inverse
+class _Windows:
+    """Hashes of the windows of an id sequence, any length, from one pass of prefix sums."""
+
+    def __init__(self, ids: np.ndarray):
+        with np.errstate(over="ignore"):
+            powers = np.cumprod(np.full(len(ids), _MULTIPLIER, np.uint64))  # M^1 .. M^n
+            self.prefix = np.concatenate([[np.uint64(0)], np.cumsum(ids.astype(np.uint64) * powers, dtype=np.uint64)])
+            self.inverse = np.cumprod(np.full(len(ids), _INVERSE, np.uint64))  # M^-1 .. M^-n
+
+    def of_length(self, length: int) -> np.ndarray:
+        """The hash of every window of `length` ids (len(ids) - length + 1 of them, at least 0)."""
+        count = max(len(self.prefix) - length, 0)
+        with np.errstate(over="ignore"):
+            return (self.prefix[length:length + count] - self.prefix[:count]) * self.inverse[:count]
 
 
 @dataclass
@@ -65,6 +70,7 @@ class EvalIndex:
     groups: dict[int, _Group] = field(default_factory=dict)
     ngrams_per_benchmark: dict[str, int] = field(default_factory=dict)
     template_ngrams: int = 0  # n-grams left out because too many items of one benchmark share them
+    bitmap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # the top bits of every hash
 
     @classmethod
     def build(cls, items: list[EvalItem], ngram: int, cjk_ngram: int, min_ngram: int,
@@ -75,7 +81,7 @@ class EvalIndex:
         vocabulary = pc.unique(words)
         ids = pc.index_in(words, value_set=vocabulary).to_numpy().astype(np.int64) + 1
         offsets = lists.offsets.to_numpy()
-        cjk = pc.match_substring_regex(words, f"^(?:{_CJK})$").to_numpy(zero_copy_only=False)
+        cjk = pc.match_substring_regex(words, f"^[{_CJK}]$").to_numpy(zero_copy_only=False)
         sizes = np.diff(offsets)
         owners = np.repeat(np.array([item for item, _ in passages], np.int32), sizes)
         cjk_share = np.bincount(np.repeat(np.arange(len(sizes)), sizes), cjk, len(sizes)) / np.maximum(sizes, 1)
@@ -87,14 +93,20 @@ class EvalIndex:
         start = np.repeat(offsets[:-1], windows) + np.arange(windows.sum()) - first_window
         owner, length = owners[start] if len(start) else owners[:0], np.repeat(length, windows)
         index = cls(items, vocabulary, ids)
+        windows = _Windows(ids)
         numbers: dict[str, int] = {}
         benchmark_of = np.array([numbers.setdefault(item.benchmark, len(numbers)) for item in items], np.int64)
         for size in np.unique(length):
             chosen = length == size
-            hashes = _windows(ids, int(size))[start[chosen]]
+            hashes = windows.of_length(int(size))[start[chosen]]
             index.groups[int(size)] = index._group(hashes, owner[chosen], start[chosen], benchmark_of, template_items)
         counts = sum(np.bincount(benchmark_of[g.items], minlength=len(numbers)) for g in index.groups.values())
         index.ngrams_per_benchmark = dict(zip(numbers, np.asarray(counts).tolist())) if index.groups else {}
+        index.bitmap = np.zeros(1 << (_BITMAP_BITS - 3), np.uint8)
+        for group in index.groups.values():
+            slots = group.hashes >> np.uint64(64 - _BITMAP_BITS)
+            bits = np.left_shift(1, slots & np.uint64(7)).astype(np.uint8)
+            np.bitwise_or.at(index.bitmap, slots >> np.uint64(3), bits)
         return index
 
     def _group(self, hashes: np.ndarray, owners: np.ndarray, starts: np.ndarray, benchmark_of: np.ndarray,
@@ -124,13 +136,18 @@ class EvalIndex:
         doc_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         unknown = np.concatenate([[0], np.cumsum(ids == 0)])
         found: list[tuple[np.ndarray, ...]] = []
+        windows = _Windows(ids)
         for size, group in self.groups.items():
-            hashes = _windows(ids, size)
+            if not len(group.hashes):
+                continue
+            hashes = windows.of_length(size)
             positions = np.flatnonzero((unknown[size:] == unknown[:-size]) & (doc_of[:len(hashes)] ==
                                                                                doc_of[size - 1:]))
-            slots = np.searchsorted(group.hashes, hashes[positions])
-            slots[slots == len(group.hashes)] = 0
-            hit = group.hashes[slots] == hashes[positions] if len(group.hashes) else np.zeros(0, bool)
+            slots = hashes[positions] >> np.uint64(64 - _BITMAP_BITS)
+            maybe = (self.bitmap[slots >> np.uint64(3)] >> (slots & np.uint64(7)).astype(np.uint8)) & 1
+            positions = positions[maybe.astype(bool)]
+            slots = np.minimum(np.searchsorted(group.hashes, hashes[positions]), len(group.hashes) - 1)
+            hit = group.hashes[slots] == hashes[positions]
             positions, slots = positions[hit], slots[hit]
             span = np.arange(size)
             exact = (ids[positions[:, None] + span] == self.ids[group.starts[slots][:, None] + span]).all(axis=1)
