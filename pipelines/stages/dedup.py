@@ -33,6 +33,26 @@ def hash64(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     )
 
 
+def duckdb_to_parquet(query: str, signature_files: list[Path], target: Path, empty: pa.Schema,
+                      **params: object) -> None:
+    """Write a DuckDB query over the signature files (`$files`; other `$name`s from params) to `target`,
+    atomically; no files give an empty table of schema `empty`. DuckDB spills to disk past its memory limit
+    (into the target's folder), so this scales beyond RAM."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if not signature_files:
+        pq.write_table(empty.empty_table(), tmp)
+        os.replace(tmp, target)
+        return
+    import duckdb  # only the barriers need it
+
+    con = duckdb.connect()
+    con.execute(f"SET temp_directory = '{target.parent / 'duckdb-tmp'}'")
+    con.execute(f"COPY ({query}) TO $target (FORMAT parquet, ROW_GROUP_SIZE 65536)",
+                {"files": [str(f) for f in signature_files], "target": str(tmp), **params})
+    con.close()
+    os.replace(tmp, target)
+
+
 class ExactDedupConfig(StageConfig):
     normalize: bool = Field(True, description="compare lowercased text with whitespace runs collapsed")
     column: str = Field("text", description="the string column compared, e.g. `prompt` for conversations; "
@@ -62,33 +82,15 @@ class ExactDedup(GlobalStage):
         return pa.table([hash64(keys), ordinals, ids], schema=SIGNATURE_SCHEMA)
 
     def resolve(self, signature_files: list[Path], workdir: Path) -> None:
-        target = workdir / "duplicates.parquet"
-        tmp = workdir / f".duplicates.parquet.tmp-{os.getpid()}"
-        if not signature_files:
-            pq.write_table(DECISION_SCHEMA.empty_table(), tmp)
-            os.replace(tmp, target)
-            return
-        # DuckDB spills to disk past its memory limit, so this scales beyond RAM.
-        import duckdb  # only the barrier needs it
-
-        con = duckdb.connect()
-        con.execute(f"SET temp_directory = '{workdir / 'duckdb-tmp'}'")
-        files = [str(f) for f in signature_files]
-        con.execute(
-            """
-            COPY (
-                SELECT ord, kept_id FROM (
-                    SELECT ord,
-                           first_value(id) OVER (PARTITION BY hash ORDER BY ord) AS kept_id,
-                           row_number() OVER (PARTITION BY hash ORDER BY ord) AS rank
-                    FROM read_parquet(?)
-                ) WHERE rank > 1 ORDER BY ord
-            ) TO ? (FORMAT parquet, ROW_GROUP_SIZE 65536)
-            """,
-            [files, str(tmp)],
-        )
-        con.close()
-        os.replace(tmp, target)
+        query = """
+            SELECT ord, kept_id FROM (
+                SELECT ord,
+                       first_value(id) OVER (PARTITION BY hash ORDER BY ord) AS kept_id,
+                       row_number() OVER (PARTITION BY hash ORDER BY ord) AS rank
+                FROM read_parquet($files)
+            ) WHERE rank > 1 ORDER BY ord
+        """
+        duckdb_to_parquet(query, signature_files, workdir / "duplicates.parquet", DECISION_SCHEMA)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, str]:
         table = pq.read_table(

@@ -7,7 +7,6 @@ least `min_repeats` documents is removed from all of them (CCNet keeps no copy: 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -19,7 +18,7 @@ from pydantic import Field
 
 from pipelines.stages import register
 from pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
-from pipelines.stages.dedup import hash64, normalise_text
+from pipelines.stages.dedup import duckdb_to_parquet, hash64, normalise_text
 
 SIGNATURE_SCHEMA = pa.schema([("hash", pa.int64()), ("ord", pa.int64()), ("unit", pa.int32())])
 DECISION_SCHEMA = pa.schema([("ord", pa.int64()), ("unit", pa.int32())])
@@ -84,30 +83,14 @@ class ParagraphDedup(GlobalStage):
                          pa.array(positions, pa.int32()).filter(counted)], schema=SIGNATURE_SCHEMA)
 
     def resolve(self, signature_files: list[Path], workdir: Path) -> None:
-        target = workdir / "repeated_units.parquet"
-        tmp = workdir / f".repeated_units.parquet.tmp-{os.getpid()}"
-        if not signature_files:
-            pq.write_table(DECISION_SCHEMA.empty_table(), tmp)
-            os.replace(tmp, target)
-            return
-        import duckdb  # only the barrier needs it; it spills to disk past its memory limit
-
-        con = duckdb.connect()
-        con.execute(f"SET temp_directory = '{workdir / 'duckdb-tmp'}'")
         keep_first = "AND s.ord <> r.first_ord" if self.config.keep_first else ""
-        con.execute(
-            f"""
-            COPY (
-                WITH s AS (SELECT * FROM read_parquet(?)),
-                     r AS (SELECT hash, min(ord) AS first_ord FROM s GROUP BY hash
-                           HAVING count(DISTINCT ord) >= ?)
-                SELECT s.ord, s.unit FROM s JOIN r ON s.hash = r.hash {keep_first} ORDER BY s.ord, s.unit
-            ) TO ? (FORMAT parquet, ROW_GROUP_SIZE 65536)
-            """,
-            [[str(f) for f in signature_files], self.config.min_repeats, str(tmp)],
-        )
-        con.close()
-        os.replace(tmp, target)
+        query = f"""
+            WITH s AS (SELECT * FROM read_parquet($files)),
+                 r AS (SELECT hash, min(ord) AS first_ord FROM s GROUP BY hash HAVING count(DISTINCT ord) >= $repeats)
+            SELECT s.ord, s.unit FROM s JOIN r ON s.hash = r.hash {keep_first} ORDER BY s.ord, s.unit
+        """
+        duckdb_to_parquet(query, signature_files, workdir / "repeated_units.parquet", DECISION_SCHEMA,
+                          repeats=self.config.min_repeats)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, set[int]]:
         table = pq.read_table(workdir / "repeated_units.parquet",
