@@ -2,7 +2,7 @@
 
 A map stage, not a global one, although issue 5 planned it global: the heavy part is the index of the
 evaluation items' n-grams, and it builds from the files alone, never from the corpus. Building it takes
-about 5 s for the whole llm-foundry gauntlet plus HellaSwag (≈54k items, 2.2M n-grams; see
+3–5 s for the whole llm-foundry gauntlet plus HellaSwag (43,799 items, 2.1M n-grams; see
 docs/performance.md), so each worker process builds it once on its first batch and keeps it (keyed by the
 files' paths, sizes and modification times and by the n-gram parameters); the stage then fuses into the
 streaming pass like any filter, with no barrier and no intermediate copy of the corpus. The files are
