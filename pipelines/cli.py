@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(command)
         command.set_defaults(fn=run)
 
+    from pipelines.classifier_cli import DESCRIPTION as CLASSIFIER_DESCRIPTION  # stdlib only
+    from pipelines.classifier_cli import add_arguments as add_classifier_arguments
+
+    classifier = commands.add_parser("classifier", help="train a fastText quality classifier",
+                                     description=CLASSIFIER_DESCRIPTION)
+    add_classifier_arguments(classifier)
+
     demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples")
     demo.add_argument("--output", "-o", default="refinery-demo", help="where to put the run (default: %(default)s)")
     demo.add_argument("--workers", "-w", type=int, default=None, help="worker processes (default: all cores)")
