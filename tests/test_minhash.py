@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,10 @@ DEMO = "text/redpajama-pile-samples/demo-dataset-deduplication.jsonl"
 
 
 def reference_shingles(text: str, n: int = 5, cjk_n: int = 3) -> set[tuple[str, ...]]:
-    """The documented shingling, written plainly: lowercase, digits → 0, runs of letters/digits are words;
-    text with > 30% CJK characters is shingled by characters."""
-    words = re.findall(r"[^\W_]+", re.sub(r"\d", "0", text.lower()))
+    """The documented shingling, written plainly: lowercase, digits → 0, runs of letters, marks and numbers are
+    words; text with > 30% CJK characters is shingled by characters."""
+    folded = "".join(c if unicodedata.category(c)[0] in "LMN" else " " for c in re.sub(r"\d", "0", text.lower()))
+    words = folded.split()
     chars = "".join(words)
     if len(re.findall(r"[\u3000-\ud7ff]", chars)) > 0.3 * len(chars):
         words, n = list(chars), cjk_n

@@ -57,8 +57,8 @@ class MinhashDedupConfig(StageConfig):
         from pipelines.recipe import parse_size  # imported here: the recipe module imports the stages
 
         size = parse_size(value)
-        if size < 32 * 1024**2:
-            raise ValueError("memory_limit must be at least 32MB")
+        if size < 64 * 1024**2:  # DuckDB's joins of shingle lists need a few dozen MB to stream at all
+            raise ValueError("memory_limit must be at least 64MB")
         return size
 
     @model_validator(mode="after")
