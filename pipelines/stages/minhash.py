@@ -57,7 +57,7 @@ class MinhashDedupConfig(StageConfig):
         from pipelines.recipe import parse_size  # imported here: the recipe module imports the stages
 
         size = parse_size(value)
-        if size < 64 * 1024**2:  # DuckDB's joins of shingle lists need a few dozen MB to stream at all
+        if size < 64 * 10**6:  # DuckDB's joins of shingle lists need a few dozen MB to stream at all
             raise ValueError("memory_limit must be at least 64MB")
         return size
 

@@ -16,6 +16,7 @@ accuracy  the recipe with verify on and off: recall of labelled pairs with J ≥
           cluster), precision of removals (the removed document's true Jaccard to the document it names ≥ 0.8),
           and datatrove_baseline's component measure (removal@θ) for comparison; then exact Jaccard of all pairs
           (sparse shingle × document matrix product) to find pairs the labels miss and our recall on them.
+cjk       (not in the default parts) the table behind `cjk_ngram: 3`: see part_cjk.
 """
 
 from __future__ import annotations
@@ -241,6 +242,50 @@ def part_accuracy(args, docs_path: Path, work: Path, log) -> dict:
     return out
 
 
+def part_cjk(args, docs_path: Path, work: Path, log) -> dict:
+    """Character n-gram length for CJK text: how similar unrelated Chinese documents look (the highest Jaccard of
+    each with any other, labelled near-copies excluded) against how similar a copy with 1% or 3% of its Han
+    characters replaced stays, for n = 2..6, on the bench's Chinese poetry pieces."""
+    import random
+
+    from scipy.sparse import csr_matrix
+
+    from pipelines.neardup.shingles import char_tokens, normalise, shingle_sets
+
+    docs = [d for d in map(json.loads, open(docs_path, encoding="utf-8"))
+            if d["metadata"]["source"].startswith("chinese-poetry")]
+    labelled = {tuple(sorted((p["a"], p["b"]))) for p in map(json.loads, open(docs_path.with_suffix(".pairs.jsonl")))}
+    index = {d["id"]: i for i, d in enumerate(docs)}
+    related = {(index[a], index[b]) for a, b in labelled if a in index and b in index}
+    out = {"docs": len(docs)}
+    for n in range(2, 7):
+        sets = shingle_sets(char_tokens(normalise(pa.array([d["text"] for d in docs]))), n)
+        sizes = sets.sizes()
+        vocabulary, column = np.unique(sets.values, return_inverse=True)
+        m = csr_matrix((np.ones(len(column), np.int32), column, sets.offsets), shape=(len(docs), len(vocabulary)))
+        shared = (m @ m.T).tocoo()
+        best = np.zeros(len(docs))
+        for a, b, inter in zip(shared.row, shared.col, shared.data):
+            if a != b and (min(a, b), max(a, b)) not in related:
+                best[a] = max(best[a], inter / (sizes[a] + sizes[b] - inter))
+        rng, edited = random.Random(n), {}
+        for rate in (0.01, 0.03):
+            js = []
+            for d in rng.sample(docs, 200):
+                chars = list(d["text"])
+                han = [i for i, c in enumerate(chars) if "\u4e00" <= c <= "\u9fff"]
+                for i in rng.sample(han, max(1, int(len(han) * rate))):
+                    chars[i] = chars[rng.choice(han)]
+                pair = shingle_sets(char_tokens(normalise(pa.array([d["text"], "".join(chars)]))), n)
+                x, y = (set(pair.values[pair.offsets[k]:pair.offsets[k + 1]].tolist()) for k in (0, 1))
+                js.append(len(x & y) / len(x | y))
+            edited[f"{rate:.0%}"] = {"p10": float(np.percentile(js, 10)), "median": float(np.median(js))}
+        out[n] = {"unrelated_max_j": {"median": float(np.median(best)), "p99": float(np.percentile(best, 99)),
+                                      "max": float(best.max())}, "edited": edited}
+        log(f"cjk n={n}: {json.dumps(out[n])}")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=Path, default=Path("/tmp/refinery-bench/docs.jsonl"))
@@ -262,7 +307,8 @@ def main() -> int:
 
     results: dict = {"command": " ".join(sys.argv), "cpus": os.cpu_count()}
     for part in args.parts.split(","):
-        results[part] = {"speed": part_speed, "accuracy": part_accuracy}[part](args, args.docs, args.work, log)
+        parts = {"speed": part_speed, "accuracy": part_accuracy, "cjk": part_cjk}
+        results[part] = parts[part](args, args.docs, args.work, log)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1, default=str))
     return 0

@@ -34,18 +34,21 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+# VmHWM, not getrusage: Linux carries ru_maxrss over exec, so a child would report its parent's peak.
 RESOLVE_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from pipelines.recipe import load_recipe
 from pipelines.stages.minhash import MinhashDedup
+def status(key):  # MB
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key + ":")) / 1024
 recipe, workdir = load_recipe(sys.argv[1]), Path(sys.argv[2])
 stage = MinhashDedup(recipe.stages[0].config)
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+baseline = status("VmRSS")
 started = time.perf_counter()
 stage.resolve(sorted((workdir / "signatures").glob("part-*.parquet")), workdir)
 print(json.dumps({"seconds": time.perf_counter() - started, "baseline_rss_mb": baseline,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": status("VmHWM")}))
 """
 
 
