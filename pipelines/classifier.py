@@ -100,7 +100,7 @@ def _take(batch: ReadBatch, heap: list[tuple[bytes, str, str]], max_docs: int, r
         return
     texts = classifier_text(texts_of(docs))
     for key, source, text in zip(_keys(docs), docs.column("source").to_pylist(), texts):
-        if not text:
+        if not text or text.isspace():
             report.empty += 1
             continue
         item = (_flip(key), source, text)
