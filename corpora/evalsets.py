@@ -145,7 +145,12 @@ def _gold_first(values: list[str], gold: object) -> list[str]:
     return list(values)
 
 
-def _hellaswag(path: Path, name: str) -> list[EvalItem]:
+def hellaswag_rows(path: str | Path) -> list[tuple[str, int, list[str]]]:
+    """HellaSwag's plain-text layout, 6 lines an item: `activity: context`, the gold label, the 4 endings.
+
+    Returns (context line, label, endings) per item; shared by decontamination and `refinery eval`.
+    """
+    path = Path(path)
     opener = bz2.open if path.name.endswith(".bz2") else open
     with opener(path, "rt", encoding="utf-8") as file:
         lines = [line.strip() for line in file.read().split("\n")]
@@ -154,9 +159,12 @@ def _hellaswag(path: Path, name: str) -> list[EvalItem]:
     if len(lines) % 6 or not all(lines[i].isdigit() for i in range(1, len(lines), 6)):
         raise EvalSetError(f"{path}: not the HellaSwag text format (6 lines an item: `activity: context`, the "
                            "label digit, 4 endings); give `format` for another layout")
+    return [(lines[start], int(lines[start + 1]), lines[start + 2:start + 6]) for start in range(0, len(lines), 6)]
+
+
+def _hellaswag(path: Path, name: str) -> list[EvalItem]:
     items = []
-    for index, start in enumerate(range(0, len(lines), 6)):
-        context, label, *endings = lines[start:start + 6]
+    for index, (context, label, endings) in enumerate(hellaswag_rows(path)):
         context = context.split(": ", 1)[1] if ": " in context else context
-        items.append(EvalItem(name, index, tuple(f"{context} {e}" for e in _gold_first(endings, int(label)))))
+        items.append(EvalItem(name, index, tuple(f"{context} {e}" for e in _gold_first(endings, label))))
     return items

@@ -14,7 +14,6 @@ scored after exactly the same context tokens.
 
 from __future__ import annotations
 
-import bz2
 import json
 import math
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from corpora.evalsets import hellaswag_rows
 from tokenization.reader import TokenShards
 from training.data import split_folder
 from training.model import GPT, LSTM
@@ -157,16 +157,8 @@ def text_perplexity(model: GPT | LSTM, tokenizer: Tokenizer, text: str, eos_id: 
 
 def read_hellaswag(path: str | Path, limit: int | None = None) -> list[MultipleChoiceItem]:
     """HellaSwag as plain text, 6 lines an item: `activity: context`, the label, then the 4 endings."""
-    opener = bz2.open if str(path).endswith(".bz2") else open
-    with opener(path, "rt", encoding="utf-8") as file:
-        lines = file.read().split("\n")
-    items = []
-    for start in range(0, len(lines) - 5, 6):
-        if limit is not None and len(items) == limit:
-            break
-        context, label, *endings = (line.strip() for line in lines[start:start + 6])
-        items.append(MultipleChoiceItem(context, endings, int(label)))
-    return items
+    rows = hellaswag_rows(path)[:limit]
+    return [MultipleChoiceItem(context, endings, label) for context, label, endings in rows]
 
 
 def read_choices_jsonl(path: str | Path, limit: int | None = None) -> list[MultipleChoiceItem]:
