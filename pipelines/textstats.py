@@ -67,14 +67,12 @@ _PRE_PASSES = (
 WORD_TOKEN = "|".join((
     r"@[-.,]@",  # WikiText's @-@
     rf"(?:{_ABBREVIATIONS})\.|(?:\pL\.){{2,}}|[a-zäöü\p{{Lu}}\p{{Lo}}]\.(?:[{WHITESPACE}]|$)",  # Mr. e.g. A.
-    rf"['’][sS]\b",
+    r"['’][sS]\b",
     # A word: from a letter or digit to the last letter or digit of its run of non-spaces (spaCy splits only
     # prefixes, suffixes and the infixes above: "H2O(l", "1,000.00", "example.com/a", "don't" stay whole).
     rf"{_W}(?:{NON_SPACE}*{_W})?",
     rf"\.{{2,}}|-{{2,}}|{NON_SPACE}",  # "..." and "--" are one token; any other character is its own
 ))
-_DELIMITER = "\x1f"
-
 # Words spaCy's English tokenizer splits by its exception table (the two-token ones; 's is split everywhere).
 _AUXILIARIES = "ai are ca could dare did do does had has have is may might must need ought sha should was were wo would"
 _WH = "how there these they those we what when where who why you"
@@ -183,9 +181,8 @@ def _jieba():
 def _rule_words(text: pa.Array) -> Pieces:
     for pattern, replacement in _PRE_PASSES:
         text = pc.replace_substring_regex(text, pattern, replacement)
-    text = pc.replace_substring(text, _DELIMITER, " ")
-    text = pc.replace_substring_regex(text, WORD_TOKEN, r"\0" + _DELIMITER)
-    pieces = split_on(text, f"[{_DELIMITER}{WHITESPACE}]+")
+    # A space after every token, then a split at whitespace (pyarrow's whitespace is str.isspace()'s).
+    pieces = explode(pc.utf8_split_whitespace(pc.replace_substring_regex(text, WORD_TOKEN, r"\0 ")), len(text))
     return _split_contractions(keep(pieces, pieces.lengths() > 0))
 
 
@@ -219,17 +216,59 @@ def _jieba_words(texts: list[str | None], rows: np.ndarray, n_rows: int, hmm: bo
 
 
 def split_words(text: pa.Array | pa.ChunkedArray, jieba_rows: np.ndarray | None = None,
-                hmm_rows: np.ndarray | None = None) -> Pieces:
+                hmm_rows: np.ndarray | None = None, reuse: bool = False) -> Pieces:
     """Words of each text: spaCy-like tokens (punctuation tokens included, as datatrove counts them), or jieba's
     words for the rows in `jieba_rows` (a boolean mask), with its HMM for unknown words in `hmm_rows` (as spaCy's
-    Chinese tokenizer; 2.3x slower: ~80k against ~190k characters/s)."""
+    Chinese tokenizer; 2.3x slower: ~80k against ~190k characters/s).
+
+    `reuse`: take the words from the previous call with `reuse` when it saw every one of these texts (the filters
+    of a recipe run one after the other on the rows the previous one kept; the words are the same)."""
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks() if text.num_chunks != 1 else text.chunk(0)
-    if jieba_rows is None or not jieba_rows.any():
+    jieba_rows = np.zeros(len(text), bool) if jieba_rows is None else jieba_rows
+    hmm_rows = np.zeros(len(text), bool) if hmm_rows is None else hmm_rows
+    if not reuse:
+        return _split_words(text, jieba_rows, hmm_rows)
+    segmenter = jieba_rows.astype(np.int8) + hmm_rows
+    strings = text.to_pylist()
+    words = _LAST_WORDS.take(strings, segmenter)
+    if words is None:
+        words = _split_words(text, jieba_rows, hmm_rows)
+        _LAST_WORDS.keep(strings, segmenter, words)
+    return words
+
+
+class _WordCache:
+    """The words of the last batch split with `reuse` (one batch: the filters of a chain see it in turn)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str | None, int] = {}
+
+    def keep(self, strings: list[str | None], segmenter: np.ndarray, words: Pieces) -> None:
+        self.rows = {s: row for row, s in enumerate(strings)}
+        self.segmenter, self.words = segmenter, words
+        self.counts = np.bincount(words.rows, minlength=words.n_rows)
+        self.starts = np.cumsum(self.counts) - self.counts
+
+    def take(self, strings: list[str | None], segmenter: np.ndarray) -> Pieces | None:
+        rows = np.fromiter((self.rows.get(s, -1) for s in strings), np.int64, len(strings))
+        if not self.rows or (rows < 0).any() or (self.segmenter[rows] != segmenter).any():
+            return None
+        counts = self.counts[rows]
+        owner = np.repeat(np.arange(len(rows)), counts)
+        first = np.cumsum(counts) - counts
+        source = np.arange(int(counts.sum())) - first[owner] + self.starts[rows][owner]
+        return Pieces(self.words.values.take(pa.array(source)), owner, len(rows))
+
+
+_LAST_WORDS = _WordCache()
+
+
+def _split_words(text: pa.Array, jieba_rows: np.ndarray, hmm_rows: np.ndarray) -> Pieces:
+    if not jieba_rows.any():
         return _rule_words(text)
     ruled = _rule_words(pc.if_else(pa.array(jieba_rows), pa.scalar(None, pa.string()), text))
     pieces = [ruled]
-    hmm_rows = np.zeros_like(jieba_rows) if hmm_rows is None else hmm_rows
     for hmm in (False, True):
         chosen = np.flatnonzero(jieba_rows & (hmm_rows == hmm))
         if len(chosen):
@@ -307,9 +346,7 @@ class NGrams:
         """(start positions, keys unique per row and n-gram, characters of the n-gram's words)."""
         self.grow(n)
         starts = np.flatnonzero(self.remaining[: len(self.hashes)] >= n)
-        with np.errstate(over="ignore"):
-            keys = self.hashes[starts] ^ (self.words.rows[starts].astype(np.uint64) * self._ROW_MIX)
-        return starts, keys, self.char_sums[starts + n] - self.char_sums[starts]
+        return starts, self._keys(starts), self.char_sums[starts + n] - self.char_sums[starts]
 
     def top_chars(self, n: int) -> np.ndarray:
         """Per row: characters of the most frequent n-gram (words joined by spaces) times its count, the n-gram
@@ -328,32 +365,39 @@ class NGrams:
         result[rows[first]] = count[first] * (chars[first] + n - 1)
         return result
 
-    def rows_with_repeats(self, n: int) -> np.ndarray:
-        """Rows where some n-gram occurs twice (a repeated longer n-gram implies a repeated n-gram)."""
-        starts, keys, _ = self.windows(n)
-        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        return np.unique(self.words.rows[starts][counts[inverse] > 1])
-
-    def duplicate_chars(self, n: int, rows: np.ndarray) -> np.ndarray:
-        """Per row (only `rows`; 0 elsewhere): characters of n-grams that repeat an earlier one, scanning as
-        datatrove's find_all_duplicate does (a repeat skips its n words; words joined without spaces)."""
-        result = np.zeros(self.words.n_rows)
-        starts, keys, chars = self.windows(n)
-        row_of = self.words.rows[starts]
-        for row in rows.tolist():
-            lo, hi = np.searchsorted(row_of, [row, row + 1])
-            result[row] = _greedy_repeats(keys[lo:hi].tolist(), chars[lo:hi].tolist(), n)
-        return result
-
-
-def _greedy_repeats(keys: list[int], chars: list[int], n: int) -> int:
-    seen: set[int] = set()
-    repeated, i = 0, 0
-    while i < len(keys):
-        if keys[i] in seen:
-            repeated += chars[i]
-            i += n
+    def repeated(self, n: int, among: np.ndarray | None = None) -> np.ndarray:
+        """Start positions of n-grams that occur at least twice in their row. `among`: the positions returned for
+        n - 1, as only they can start a repeated n-gram."""
+        if among is None:
+            starts, keys, _ = self.windows(n)
         else:
-            seen.add(keys[i])
-            i += 1
-    return repeated
+            self.grow(n)
+            starts = among[self.remaining[among] >= n]
+            keys = self._keys(starts)
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        return starts[counts[inverse] > 1]
+
+    def duplicate_chars(self, n: int, repeated: np.ndarray) -> np.ndarray:
+        """Per row: characters of the n-grams that repeat an earlier one, scanning as datatrove's
+        find_all_duplicate does (a repeat skips its n words; words joined without spaces). `repeated`: from
+        `repeated(n)`; n-grams seen once cannot repeat, so only these positions are scanned."""
+        self.grow(n)
+        keys = self._keys(repeated).tolist()
+        chosen: list[int] = []
+        seen: set[int] = set()
+        allowed = 0  # the scan jumps over the n words of a repeat; a row's n-grams end before the next row starts
+        for index, (position, key) in enumerate(zip(repeated.tolist(), keys)):
+            if position < allowed:
+                continue
+            if key in seen:
+                chosen.append(index)
+                allowed = position + n
+            else:
+                seen.add(key)
+        picked = repeated[np.array(chosen, np.int64)]
+        chars = self.char_sums[picked + n] - self.char_sums[picked]
+        return np.bincount(self.words.rows[picked], weights=chars, minlength=self.words.n_rows)
+
+    def _keys(self, starts: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return self.hashes[starts] ^ (self.words.rows[starts].astype(np.uint64) * self._ROW_MIX)

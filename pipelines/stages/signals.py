@@ -72,7 +72,8 @@ class SignalFilterConfig(StageConfig):
             return type(self).model_validate({**self.model_dump(exclude={"overrides"}), **changes},
                                              context={"derived": True})
         except ValidationError as err:
-            raise ValueError(f"overrides for '{lang}': {err}") from None
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"overrides for '{lang}': {problems}") from None
 
 
 class Languages:
@@ -103,8 +104,8 @@ class Languages:
     def words(self, text: pa.Array, rows: np.ndarray | None = None) -> textstats.Pieces:
         """Words of each entry of `text`, cut by the segmenter of its row (entry i belongs to row `rows[i]`;
         default: entry i is row i)."""
-        if rows is None:
-            return textstats.split_words(text, self.jieba_rows, self.hmm_rows)
+        if rows is None:  # a batch's documents: the next filter of the chain reuses their words
+            return textstats.split_words(text, self.jieba_rows, self.hmm_rows, reuse=True)
         return textstats.split_words(text, self.jieba_rows[rows], self.hmm_rows[rows])
 
     def param(self, name: str, key: Any = None) -> np.ndarray:
