@@ -128,6 +128,11 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _metric(value: float) -> float | None:
+    """Rounded for the report; None where undefined (JSON has no NaN)."""
+    return None if math.isnan(value) else round(value, 4)
+
+
 def evaluate(scores: np.ndarray, positive: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     predicted = scores >= threshold
     tp = int((predicted & positive).sum())
@@ -136,8 +141,8 @@ def evaluate(scores: np.ndarray, positive: np.ndarray, threshold: float = 0.5) -
     precision = tp / (tp + fp) if tp + fp else math.nan
     recall = tp / (tp + fn) if tp + fn else math.nan
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else math.nan
-    return {"threshold": threshold, "precision": round(precision, 4), "recall": round(recall, 4),
-            "f1": round(f1, 4), "auc": round(roc_auc(scores, positive), 4), "documents": len(scores),
+    return {"threshold": threshold, "precision": _metric(precision), "recall": _metric(recall), "f1": _metric(f1),
+            "auc": _metric(roc_auc(scores, positive)), "documents": len(scores),
             "true_positives": tp, "false_positives": fp, "false_negatives": fn,
             "true_negatives": int(len(scores) - tp - fp - fn)}
 
@@ -166,6 +171,11 @@ def train(positives: list[InputSpec], negatives: list[InputSpec], output: Path, 
         report.used = size
         report.heldout = sum(1 for row in test_rows if row[1] == label)
         report.train = size - report.heldout
+    for label, report in reports.items():
+        if not report.train or not report.heldout:
+            raise ValueError(f"too few documents to train and evaluate: {size} per class after balancing left "
+                             f"{report.train} to train and {report.heldout} to hold out for '{label}'; add "
+                             "documents (or raise --max-docs), or change --heldout")
     train_rows.sort()  # key order interleaves the classes, as SGD wants, and is the same on every run
     output.parent.mkdir(parents=True, exist_ok=True)
     threads = max(threads, MIN_THREADS)
@@ -202,8 +212,9 @@ def describe(report: dict[str, Any]) -> str:
         c = classes[side]
         lines.append(f"{side}: read {c['read']:,}, quarantined {c['quarantined']:,}, empty {c['empty']:,}, "
                      f"used {c['used']:,} (train {c['train']:,}, held out {c['heldout']:,})")
-    lines.append(f"held out ({held['documents']:,} documents): precision {held['precision']:.3f}  recall "
-                 f"{held['recall']:.3f}  F1 {held['f1']:.3f} at {held['threshold']}  ROC AUC {held['auc']:.4f}")
+    shown = {k: "n/a" if held[k] is None else f"{held[k]:.4f}" for k in ("precision", "recall", "f1", "auc")}
+    lines.append(f"held out ({held['documents']:,} documents): precision {shown['precision']}  recall "
+                 f"{shown['recall']}  F1 {shown['f1']} at {held['threshold']}  ROC AUC {shown['auc']}")
     seconds = report["seconds"]
     lines.append(f"seconds: read {seconds['read']}, train {seconds['train']}, total {seconds['total']}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ EPILOG = """examples:
   refinery run recipe.yaml --workers 4            run (or resume) a recipe
   refinery sql out/web-en "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
   refinery train --data out/web-en/tokens --out out/gpt-tiny   train the tiny GPT on a run's shards
+  refinery classifier train --positive wiki.xml.bz2 --negative crawl/*.wet.gz -o quality.bin   a quality classifier
   refinery schema > recipe.schema.json            the JSON schema of recipes (for editors)
 """
 

@@ -86,6 +86,9 @@ def test_bad_arguments_say_what_to_do(data_dir, tmp_path, capsys):
         main(["classifier", "train", "--positive-format", "wikipedia", "--positive", "x", "--negative", "y",
               "--output", "m.bin"])
     assert "comes after the --positive PATH" in capsys.readouterr().err
+    assert main(["classifier", "train", "--positive", str(data_dir / "text/wiki_demo.txt"), "--negative",
+                 str(data_dir / "text/c4_demo.jsonl"), "--max-docs", "1", "--output", str(tmp_path / "m.bin")]) == 2
+    assert "too few documents to train and evaluate" in capsys.readouterr().err
 
 
 def c4_docs(data_dir, rows: int = 60) -> pa.Table:
