@@ -16,6 +16,8 @@ from pipelines import sql
 from pipelines.engine import run_recipe
 from pipelines.neardup import lsh, resolve
 from pipelines.neardup.minhash import permutations, signatures
+from pipelines.neardup.setstore import Sets, pair_jaccard
+from pipelines.neardup.setstore import jaccard as set_jaccard
 from pipelines.neardup.shingles import cjk_mask, document_shingles, normalise, shingle_sets, word_tokens
 from pipelines.recipe import load_recipe
 
@@ -187,6 +189,19 @@ def test_one_or_two_workers_give_identical_bytes(two_workers, tmp_path):
     assert output_bytes(one) == output_bytes(run_dir)
 
 
+def test_sets_in_many_small_blocks_give_identical_bytes(two_workers, tmp_path, monkeypatch):
+    """The sets of candidate documents split over many blocks and cluster buckets (as a small memory_limit on a
+    large corpus does) give the same decisions as one block."""
+    recipe, clean = two_workers
+    config = json.loads(recipe.read_text())
+    (tmp_path / "r.yaml").write_text(json.dumps({**config, "output": str(tmp_path / "out")}))
+    monkeypatch.setattr(resolve._Job, "block_bytes", property(lambda job: 1024))
+    run(tmp_path / "r.yaml", workers=2)
+    counts = json.loads((tmp_path / "out/work/minhash_dedup/lsh.json").read_text())
+    assert counts["sets"]["blocks"] > 3 and len(list((tmp_path / "out/work/minhash_dedup/members").iterdir())) > 3
+    assert output_bytes(tmp_path / "out") == output_bytes(clean)
+
+
 @pytest.mark.parametrize("phase", ["buckets", "pairs", "decisions"])
 def test_killed_mid_resolve_resumes_at_its_phase_with_identical_bytes(two_workers, tmp_path, monkeypatch, phase):
     recipe, clean = two_workers
@@ -242,11 +257,12 @@ def test_exact_jaccard_and_minhash_estimates_on_real_pairs(data_dir):
     batch = texts + c4
     sets, _ = document_shingles(pa.array(batch), None, 5, 3)
     pairs = [(7, 8), (9, 10), (7, 9), (12, 13), (0, 5)] + [(14 + i, 15 + i) for i in range(0, 30, 3)]
-    lists = pa.ListArray.from_arrays(pa.array(sets.offsets.astype(np.int32)), pa.array(sets.values))
-    left, right = (lists.take(pa.array([p[k] for p in pairs])) for k in (0, 1))
-    exact = resolve.pair_jaccard(left, right)
+    block = Sets(np.arange(len(batch)), sets.offsets, sets.values)  # as the resolve step reads them from its blocks
+    left, right = (block.take(np.array([p[k] for p in pairs])) for k in (0, 1))
+    exact = pair_jaccard(left, right)
     signature = signatures(sets, *permutations(256, 7))
     for (i, j), value in zip(pairs, exact):
         assert value == pytest.approx(jaccard(batch[i], batch[j]), abs=1e-3)
+        assert set_jaccard(block.one(i), block.one(j)) == pytest.approx(value)
         assert np.mean(signature[i] == signature[j]) == pytest.approx(value, abs=0.1)
     assert exact[0] > 0.95 and exact[2] < 0.6  # two Smithfield copies; and a long against a short version

@@ -1,10 +1,11 @@
 """The resolve step of `minhash_dedup`: phases over files in the stage's work folder, each written atomically and
 followed by a done-marker (`<phase>.done`, JSON with its counts), so a run killed mid-resolve resumes at the phase
-it was in. No phase holds all signatures in memory: DuckDB sorts and joins them out of core under `memory_limit`
-(spilling to work/<stage>/duckdb-tmp), and Python only sees bounded streams of pairs and cluster members.
+it was in. No phase holds all signatures in memory: DuckDB sorts and joins the fixed-width columns out of core
+under `memory_limit` (spilling to work/<stage>/duckdb-tmp), and the shingle sets are read a bounded block at a time.
 
   buckets     one sorted file per band: (key, ord) of the band keys shared by two or more documents
   candidates  candidate pairs merged from all bands: each bucket member paired with the bucket's best document
+  sets        (`verify`) the shingle sets of the documents in candidate pairs, in blocks (setstore.py)
   pairs       every candidate pair with the exact Jaccard of its shingle sets (`verify`), else as they are
   clusters    connected components (union-find) of the pairs at or above the threshold
   decisions   per clustered document: the kept document it duplicates (null if kept), its cluster's id and size
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.neardup import lsh
+from pipelines.neardup.setstore import Sets, SetStore, jaccard, pair_jaccard, read_sets
 from pipelines.neardup.unionfind import components
 from pipelines.storage import AtomicParquetWriter, read_json, temp_name, write_json
 
@@ -85,15 +87,16 @@ class _Job:
         return "score DESC NULLS LAST, ord" if self.settings.by_score else "ord"
 
     @property
-    def stream_rows(self) -> int:
-        """Rows per batch Python reads from a stream of shingle sets (~1.5 KB each): 1/32 of the budget."""
-        return int(np.clip(self.settings.memory_limit // 32 // 1536, 256, 65536))
+    def block_bytes(self) -> int:
+        """Bytes of shingle sets per block: two blocks, and the keys a batch of pairs sorts, stay within the budget."""
+        return max(1 << 20, self.settings.memory_limit // 8)
 
-    def stream(self, query: str) -> pa.RecordBatchReader:
-        """The query's rows in batches of `stream_rows` (DuckDB ≥ 1.4 names the call to_arrow_reader)."""
-        relation = self.con.sql(query)
-        read = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
-        return read(self.stream_rows)
+    def release(self) -> None:
+        """Give back what a phase held: DuckDB keeps its buffers, and Arrow its pool, until told."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        pa.default_memory_pool().release_unused()
 
     def copy(self, query: str, target: Path) -> int:
         """Run `query` into a Parquet file atomically; return its row count."""
@@ -132,35 +135,38 @@ def _candidates(job: _Job) -> dict[str, int]:
     return {"candidate_pairs": job.copy(query, job.workdir / "candidates.parquet")}
 
 
-def pair_jaccard(left: pa.ListArray, right: pa.ListArray) -> np.ndarray:
-    """Exact Jaccard of each pair of sorted, distinct uint32 sets (row i of `left` with row i of `right`), in one
-    sort: a value present in both sets of a pair appears twice among the (pair, value) keys."""
-    n = len(left)
-    sizes = [np.diff(side.offsets.to_numpy()).astype(np.int64) for side in (left, right)]
-    keys = np.concatenate([
-        (np.repeat(np.arange(n, dtype=np.uint64), size) << np.uint64(32))
-        | side.flatten().to_numpy().astype(np.uint64)
-        for side, size in zip((left, right), sizes)
-    ])
-    keys.sort()
-    both = keys[1:][keys[1:] == keys[:-1]]
-    shared = np.bincount((both >> np.uint64(32)).astype(np.int64), minlength=n)
-    union = sizes[0] + sizes[1] - shared
-    return np.where(union > 0, shared / np.maximum(union, 1), 0.0)
+def _sets(job: _Job) -> dict[str, int]:
+    if not job.settings.verify:
+        return {"blocks": 0}
+    candidates = pq.read_table(job.workdir / "candidates.parquet")
+    wanted = np.unique(np.concatenate([candidates.column(c).to_numpy() for c in ("a", "b")]))
+    blocks = SetStore.write(job.signatures, wanted, job.workdir / "sets", job.block_bytes)
+    return {"candidate_docs": len(wanted), "blocks": blocks}
 
 
 def _pairs(job: _Job) -> dict[str, int]:
     candidates, target = job.workdir / "candidates.parquet", job.workdir / "pairs.parquet"
     if not job.settings.verify:
         return {"pairs": job.copy(f"SELECT a, b, NULL::DOUBLE AS jaccard FROM read_parquet('{candidates}')", target)}
-    stream = job.stream(f"""SELECT c.a, c.b, l.shingles AS left_set, r.shingles AS right_set
-                            FROM read_parquet('{candidates}') c
-                            JOIN {job.sigs} l ON l.ord = c.a JOIN {job.sigs} r ON r.ord = c.b""")
+    store = SetStore(job.workdir / "sets")
     unsorted = job.workdir / "pairs-unsorted.parquet"
     writer = AtomicParquetWriter(unsorted, PAIR_SCHEMA)
-    for batch in stream:
-        jaccard = pair_jaccard(batch.column("left_set"), batch.column("right_set"))
-        writer.write(pa.table([batch.column("a"), batch.column("b"), pa.array(jaccard)], schema=PAIR_SCHEMA))
+    batch = max(256, job.block_bytes // 4096)  # pairs compared at once (~1.5 KB of sets, 8-byte keys, each)
+    for i in range(len(store)):
+        # The pairs whose first document is in block i (candidates are sorted by it), by the block of the second.
+        last = store.firsts[i + 1] - 1 if i + 1 < len(store) else np.iinfo(np.int64).max
+        mine = pq.read_table(candidates, filters=[("a", ">=", int(store.firsts[i])), ("a", "<=", int(last))])
+        a, b = mine.column("a").to_numpy(), mine.column("b").to_numpy()
+        order = np.argsort(store.block_of(b), kind="stable")
+        a, b, right_blocks = a[order], b[order], store.block_of(b[order])
+        left = store.load(i)
+        for j in np.unique(right_blocks):
+            right = left if j == i else store.load(int(j))
+            for lo in range(int(np.searchsorted(right_blocks, j)), int(np.searchsorted(right_blocks, j, "right")),
+                            batch):
+                hi = min(lo + batch, int(np.searchsorted(right_blocks, j, "right")))
+                value = pair_jaccard(left.take(left.rows(a[lo:hi])), right.take(right.rows(b[lo:hi])))
+                writer.write(pa.table([a[lo:hi], b[lo:hi], value], schema=PAIR_SCHEMA))
     writer.close()
     rows = job.copy(f"SELECT * FROM read_parquet('{unsorted}') ORDER BY a, b", target)
     unsorted.unlink()
@@ -179,38 +185,75 @@ def _clusters(job: _Job) -> dict[str, int]:
     return {"clustered_docs": len(nodes), "clusters": len(np.unique(labels))}
 
 
-def _jaccard(x: np.ndarray, y: np.ndarray) -> float:
-    """Exact Jaccard of two sorted, distinct, non-empty arrays."""
-    at = np.minimum(np.searchsorted(y, x), len(y) - 1)
-    shared = int(np.count_nonzero(y[at] == x))
-    return shared / (len(x) + len(y) - shared)
+def _member_buckets(job: _Job) -> tuple[int, Path]:
+    """Split the clustered documents' sets into buckets by cluster (cluster mod n), each about a quarter of the
+    budget, so the walk holds one bucket: a cluster is never split."""
+    folder = job.workdir / "members"
+    folder.mkdir(exist_ok=True)
+    store = SetStore(job.workdir / "sets")
+    count = max(1, -(-store.bytes() // (2 * job.block_bytes)))
+    clusters = pq.read_table(job.workdir / "clusters.parquet")
+    ords, labels = clusters.column("ord").to_numpy(), clusters.column("cluster").to_numpy()
+    writers = [AtomicParquetWriter(folder / f"bucket-{k:05d}.parquet", pa.schema([("ord", pa.int64()),
+               ("shingles", pa.list_(pa.uint32()))])) for k in range(count)]
+    for block in range(len(store)):
+        sets = store.load(block)
+        rows = np.flatnonzero(np.isin(sets.ords, ords))
+        bucket = labels[np.searchsorted(ords, sets.ords[rows])] % count
+        for k in np.unique(bucket):
+            chosen = rows[bucket == k]
+            values, sizes = sets.take(chosen)
+            offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int32)
+            writers[k].write(pa.table([sets.ords[chosen], pa.ListArray.from_arrays(offsets, values)],
+                                      names=["ord", "shingles"]))
+    for writer in writers:
+        writer.close()
+    return count, folder
 
 
-def _assign(job: _Job, writer: AtomicParquetWriter) -> None:
-    """Walk every cluster's members best first: a member joins the first kept document it is similar to (all of
-    them are, without `verify`), or is kept itself. Only the kept documents' sets of one cluster are held."""
-    columns = "c.cluster, s.ord, s.id" + (", s.shingles" if job.settings.verify else "")
-    order = "c.cluster, " + ", ".join(f"s.{term}" for term in job.priority.split(", "))
-    stream = job.stream(f"""SELECT {columns} FROM read_parquet('{job.workdir / 'clusters.parquet'}') c
-                            JOIN {job.sigs} s USING (ord) ORDER BY {order}""")
-    current, kept = None, []
-    for batch in stream:
-        clusters, ords, ids = (batch.column(c).to_pylist() for c in ("cluster", "ord", "id"))
-        if job.settings.verify:
-            sets = batch.column("shingles")
-            values, offsets = sets.flatten().to_numpy(), sets.offsets.to_numpy()
+class _Walk:
+    """Walks every cluster's members best first (they arrive sorted so, a cluster possibly over several calls): a
+    member joins the first kept document it is similar to (every one is, without sets to compare), or is kept."""
+
+    def __init__(self, threshold: float):
+        self.threshold, self.current, self.kept = threshold, None, []
+
+    def __call__(self, members: pa.Table, sets: Sets | None) -> pa.Table:
         out: list[tuple[int, int, str, bool]] = []
-        for i, (cluster, ordinal, doc_id) in enumerate(zip(clusters, ords, ids)):
-            if cluster != current:
-                current, kept = cluster, []
-            mine = values[offsets[i]:offsets[i + 1]].copy() if job.settings.verify else None
-            match = next((k for k in kept if mine is None or _jaccard(mine, k[2]) >= job.settings.threshold), None)
+        rows = sets.rows(members.column("ord").to_numpy()) if sets is not None else None
+        columns = (members.column(c).to_pylist() for c in ("cluster", "ord", "id"))
+        for i, (cluster, ordinal, doc_id) in enumerate(zip(*columns)):
+            if cluster != self.current:
+                self.current, self.kept = cluster, []
+            mine = sets.one(rows[i]) if sets is not None else None
+            match = next((k for k in self.kept if mine is None or jaccard(mine, k[2]) >= self.threshold), None)
             if match is None:
-                kept.append((ordinal, doc_id, mine))
+                self.kept.append((ordinal, doc_id, mine))
                 out.append((ordinal, ordinal, doc_id, False))
             else:
                 out.append((ordinal, match[0], match[1], True))
-        writer.write(pa.table(list(zip(*out)), schema=_GROUP_SCHEMA) if out else _GROUP_SCHEMA.empty_table())
+        return pa.table(list(zip(*out)), schema=_GROUP_SCHEMA) if out else _GROUP_SCHEMA.empty_table()
+
+
+def _assign(job: _Job, writer: AtomicParquetWriter) -> None:
+    members = job.workdir / "members.parquet"
+    order = "c.cluster, " + ", ".join(f"s.{term}" for term in job.priority.split(", "))
+    job.copy(f"""SELECT c.cluster, c.ord, s.id FROM read_parquet('{job.workdir / 'clusters.parquet'}') c
+                 JOIN {job.sigs} s USING (ord) ORDER BY {order}""", members)
+    walk = _Walk(job.settings.threshold)
+    if not job.settings.verify:
+        for batch in pq.ParquetFile(members).iter_batches(batch_size=65536):
+            writer.write(walk(pa.Table.from_batches([batch]), None))
+        return
+    count, folder = _member_buckets(job)
+    for k in range(count):
+        mine = []
+        for batch in pq.ParquetFile(members).iter_batches(batch_size=65536):
+            table = pa.Table.from_batches([batch])
+            mine.append(table.filter(pa.array(table.column("cluster").to_numpy() % count == k)))
+        if mine:
+            sets = Sets.from_table(read_sets(folder / f"bucket-{k:05d}.parquet"))
+            writer.write(walk(pa.concat_tables(mine), sets))
 
 
 def _decisions(job: _Job) -> dict[str, int]:
@@ -229,8 +272,8 @@ def _decisions(job: _Job) -> dict[str, int]:
 
 
 PHASES: list[tuple[str, Callable[[_Job], dict[str, int]]]] = [
-    ("buckets", _buckets), ("candidates", _candidates), ("pairs", _pairs), ("clusters", _clusters),
-    ("decisions", _decisions)]
+    ("buckets", _buckets), ("candidates", _candidates), ("sets", _sets), ("pairs", _pairs),
+    ("clusters", _clusters), ("decisions", _decisions)]
 
 
 def run(signature_files: list[Path], workdir: Path, settings: Settings) -> dict[str, Any]:
@@ -248,8 +291,7 @@ def run(signature_files: list[Path], workdir: Path, settings: Settings) -> dict[
             marker = workdir / f"{name}.done"
             if not marker.exists():
                 write_json(marker, phase(job))
+                job.release()
             summary[name] = read_json(marker)
-        if job._con is not None:
-            job._con.close()
     write_json(workdir / "lsh.json", summary)
     return summary

@@ -6,9 +6,9 @@ small `memory_limit`.
         [--limits 1GB,256MB,64MB] [--work /tmp/refinery-bench/minhash-memory]
 
 Documents: the ~11,800 bench documents of ../shared/bench/make_bench_docs.py (real text, with their labelled
-near-copies), plus COUNT documents each made of 3–8 real paragraphs (lines of ≥ 8 words) of those documents drawn
-at random (seeded): every document is different, but they share paragraphs the way web pages share boilerplate,
-so the buckets and candidate pairs are not empty.
+near-copies), plus COUNT documents each made of 3–8 (--paragraphs) real paragraphs (lines of ≥ 8 words) of those
+documents drawn at random (seeded): every document is different, but they share paragraphs the way web pages share
+boilerplate, so the buckets and candidate pairs are not empty.
 
 1. `refinery run` of [minhash_dedup] with 2 workers and the first limit: wall time, docs/s, workers' peak RSS.
 2. For each limit: the resolve step alone, in a fresh process (`MinhashDedup.resolve` over the signature files of
@@ -52,15 +52,15 @@ print(json.dumps({"seconds": time.perf_counter() - started, "baseline_rss_mb": b
 """
 
 
-def build_docs(source: Path, target: Path, count: int, seed: int = 0) -> int:
+def build_docs(source: Path, target: Path, count: int, paragraphs: tuple[int, int], seed: int = 0) -> int:
     docs = [json.loads(line) for line in open(source, encoding="utf-8")]
-    paragraphs = [p for d in docs for p in d["text"].split("\n") if len(p.split()) >= 8]
+    pool = [p for d in docs for p in d["text"].split("\n") if len(p.split()) >= 8]
     rng = random.Random(seed)
     with open(target, "w", encoding="utf-8") as out:
         for d in docs:
             out.write(json.dumps({"id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n")
         for i in range(count):
-            text = "\n".join(rng.choice(paragraphs) for _ in range(rng.randint(3, 8)))
+            text = "\n".join(rng.choice(pool) for _ in range(rng.randint(*paragraphs)))
             out.write(json.dumps({"id": f"mix/{i:07d}", "text": text}, ensure_ascii=False) + "\n")
     return len(docs) + count
 
@@ -110,6 +110,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=Path, default=Path("/tmp/refinery-bench/docs.jsonl"))
     parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--paragraphs", default="3,8", help="paragraphs per made-up document: fewest,most")
     parser.add_argument("--limits", default="1GB,256MB,64MB")
     parser.add_argument("--work", type=Path, default=Path("/tmp/refinery-bench/minhash-memory"))
     parser.add_argument("--out", type=Path, default=None)
@@ -117,7 +118,8 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     limits = args.limits.split(",")
     docs = args.work / "docs.jsonl"
-    total = build_docs(args.docs, docs, args.count)
+    low, high = (int(x) for x in args.paragraphs.split(","))
+    total = build_docs(args.docs, docs, args.count, (low, high))
     print(f"{total:,} documents, {docs.stat().st_size / 2**20:.0f} MiB", flush=True)
     results: dict = {"command": " ".join(sys.argv), "docs": total, "jsonl_mb": docs.stat().st_size / 2**20}
 
