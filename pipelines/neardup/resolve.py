@@ -66,8 +66,8 @@ class _Job:
 
     @property
     def con(self) -> Any:
-        """A DuckDB connection that spills to the work folder beyond the memory budget (the batches Python reads
-        are a small fraction of it, see stream_rows)."""
+        """A DuckDB connection that spills to the work folder beyond the memory budget. It only ever sorts and joins
+        fixed-width columns (and ids): the shingle sets go through setstore's blocks."""
         if self._con is None:
             import duckdb  # only the barrier needs it
 
@@ -88,8 +88,9 @@ class _Job:
 
     @property
     def block_bytes(self) -> int:
-        """Bytes of shingle sets per block: two blocks, and the keys a batch of pairs sorts, stay within the budget."""
-        return max(1 << 20, self.settings.memory_limit // 8)
+        """Bytes of shingle sets per block: a phase holds two blocks, or a bucket of two, with room for Arrow's and
+        numpy's copies within the budget."""
+        return max(1 << 20, self.settings.memory_limit // 16)
 
     def release(self) -> None:
         """Give back what a phase held: DuckDB keeps its buffers, and Arrow its pool, until told."""
@@ -151,7 +152,7 @@ def _pairs(job: _Job) -> dict[str, int]:
     store = SetStore(job.workdir / "sets")
     unsorted = job.workdir / "pairs-unsorted.parquet"
     writer = AtomicParquetWriter(unsorted, PAIR_SCHEMA)
-    batch = max(256, job.block_bytes // 4096)  # pairs compared at once (~1.5 KB of sets, 8-byte keys, each)
+    budget = max(1 << 16, job.block_bytes // 24)  # set values compared at once (~20 bytes each while sorted)
     for i in range(len(store)):
         # The pairs whose first document is in block i (candidates are sorted by it), by the block of the second.
         last = store.firsts[i + 1] - 1 if i + 1 < len(store) else np.iinfo(np.int64).max
@@ -162,11 +163,15 @@ def _pairs(job: _Job) -> dict[str, int]:
         left = store.load(i)
         for j in np.unique(right_blocks):
             right = left if j == i else store.load(int(j))
-            for lo in range(int(np.searchsorted(right_blocks, j)), int(np.searchsorted(right_blocks, j, "right")),
-                            batch):
-                hi = min(lo + batch, int(np.searchsorted(right_blocks, j, "right")))
-                value = pair_jaccard(left.take(left.rows(a[lo:hi])), right.take(right.rows(b[lo:hi])))
-                writer.write(pa.table([a[lo:hi], b[lo:hi], value], schema=PAIR_SCHEMA))
+            first, end = int(np.searchsorted(right_blocks, j)), int(np.searchsorted(right_blocks, j, "right"))
+            rows_a, rows_b = left.rows(a[first:end]), right.rows(b[first:end])
+            weight = np.cumsum(left.sizes(rows_a) + right.sizes(rows_b))
+            lo = 0
+            while lo < len(weight):  # batches of about `budget` values
+                hi = max(lo + 1, int(np.searchsorted(weight, (weight[lo - 1] if lo else 0) + budget, "right")))
+                value = pair_jaccard(left.take(rows_a[lo:hi]), right.take(rows_b[lo:hi]))
+                writer.write(pa.table([a[first + lo:first + hi], b[first + lo:first + hi], value], schema=PAIR_SCHEMA))
+                lo = hi
     writer.close()
     rows = job.copy(f"SELECT * FROM read_parquet('{unsorted}') ORDER BY a, b", target)
     unsorted.unlink()

@@ -39,9 +39,12 @@ class Sets(NamedTuple):
         """Row of each ordinal (every one must be present)."""
         return np.searchsorted(self.ords, ords)
 
+    def sizes(self, rows: np.ndarray) -> np.ndarray:
+        return self.offsets[rows + 1] - self.offsets[rows]
+
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(values of the given rows' sets laid end to end, size of each)."""
-        sizes = self.offsets[rows + 1] - self.offsets[rows]
+        sizes = self.sizes(rows)
         within = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         return self.values[np.repeat(self.offsets[rows], sizes) + within], sizes
 
@@ -53,8 +56,14 @@ def pair_jaccard(left: tuple[np.ndarray, np.ndarray], right: tuple[np.ndarray, n
     """Exact Jaccard of pair i = (left set i, right set i), each side given as (values end to end, sizes), in one
     sort: a value present in both sets of a pair appears twice among the (pair, value) keys."""
     n = len(left[1])
-    keys = np.concatenate([(np.repeat(np.arange(n, dtype=np.uint64), sizes) << np.uint64(32))
-                           | values.astype(np.uint64) for values, sizes in (left, right)])
+    keys = np.empty(len(left[0]) + len(right[0]), np.uint64)  # filled in place: ~20 bytes per value at the peak
+    start = 0
+    for values, sizes in (left, right):
+        part = keys[start:start + len(values)]
+        part[:] = np.repeat(np.arange(n, dtype=np.uint64), sizes)
+        part <<= np.uint64(32)
+        part |= values
+        start += len(values)
     keys.sort()
     both = keys[1:][keys[1:] == keys[:-1]]
     shared = np.bincount((both >> np.uint64(32)).astype(np.int64), minlength=n)
