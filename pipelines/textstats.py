@@ -46,6 +46,7 @@ TERMINAL_CLASS = (
     r"\x{16e98}\x{1bc9f}\x{1da88}"
 )
 _W = r"[\pL\pM\pN_\x{200c}\x{200d}]"
+_EDGE = r"[-~\\/@^|・＊]"
 # Abbreviations spaCy's English tokenizer keeps with their period (its tokenizer exceptions), so that their
 # period neither counts as a punctuation token nor ends a sentence.
 _ABBREVIATIONS = (
@@ -69,8 +70,11 @@ WORD_TOKEN = "|".join((
     rf"(?:{_ABBREVIATIONS})\.|(?:\pL\.){{2,}}|[a-zäöü\p{{Lu}}\p{{Lo}}]\.(?:[{WHITESPACE}]|$)",  # Mr. e.g. A.
     r"['’][sS]\b",
     # A word: from a letter or digit to the last letter or digit of its run of non-spaces (spaCy splits only
-    # prefixes, suffixes and the infixes above: "H2O(l", "1,000.00", "example.com/a", "don't" stay whole).
-    rf"{_W}(?:{NON_SPACE}*{_W})?",
+    # prefixes, suffixes and the infixes above: "H2O(l", "1,000.00", "example.com/a", "don't" stay whole), with
+    # the characters spaCy takes for neither prefix nor suffix kept at its edges ("\\rm", "~t~", "mouths--").
+    rf"{_EDGE}*{_W}{NON_SPACE}*{_EDGE}(?:[{WHITESPACE}]|$)",
+    rf"{_EDGE}*{_W}(?:{NON_SPACE}*{_W})?",
+    rf"\+\pN(?:{NON_SPACE}*{_W})?",  # +34: a plus before a digit is no prefix
     rf"\.{{2,}}|-{{2,}}|{NON_SPACE}",  # "..." and "--" are one token; any other character is its own
 ))
 # Words spaCy's English tokenizer splits by its exception table (the two-token ones; 's is split everywhere).
