@@ -121,8 +121,9 @@ class C4Quality(SignalFilter):
             (above(dropped_frac, langs.param("max_dropped_lines_frac")), "c4_dropped_lines"),
         ]
         rewritten = None
-        if self.config.drop_lines:
-            rewritten = self._join(clean, kept, lines.rows, len(text))
+        drop = langs.param("drop_lines") > 0
+        if drop.any():
+            rewritten = pc.if_else(pa.array(drop), self._join(clean, kept, lines.rows, len(text)), text)
         return Measured({k: np.asarray(v, np.float64) for k, v in signals.items()}, checks, rewritten)
 
     @staticmethod

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from pipelines import textstats
+from pipelines.ngrams import NGrams
 from pipelines.stages import register
 from pipelines.stages.signals import Languages, Measured, SignalFilter, SignalFilterConfig, above, below
 
@@ -216,7 +217,7 @@ class GopherRepetition(SignalFilter):
             repeated, repeated_chars = textstats.duplicates(pieces)
             signals[f"gopher_rep_dup_{unit}_frac"] = ratio(repeated, pieces.count())
             signals[f"gopher_rep_dup_{unit}_chars"] = ratio(repeated_chars, chars)
-        grams = textstats.NGrams(langs.words(text))
+        grams = NGrams(langs.words(text))
         for n in TOP_NGRAMS:
             signals[f"gopher_rep_top_{n}gram"] = ratio(grams.top_chars(n), chars)
         repeated = None
