@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def reference_shingles(text: str, n: int = 5, cjk_n: int = 3) -> set[tuple[str, 
     folded = "".join(c if unicodedata.category(c)[0] in "LMN" else " " for c in re.sub(r"\d", "0", text.lower()))
     words = folded.split()
     chars = "".join(words)
-    if len(re.findall(r"[\u3000-\ud7ff]", chars)) > 0.3 * len(chars):
+    if len(re.findall(r"[\u3000-\u9fff\uac00-\ud7ff]", chars)) > 0.3 * len(chars):
         words, n = list(chars), cjk_n
     return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))} if words else set()
 
@@ -132,10 +133,14 @@ def test_chinese_near_duplicate_poem_found_by_characters(data_dir, write_recipe,
 def test_cjk_choice_by_lang_column_then_by_script(data_dir):
     poem = poems(data_dir, 1)[0]["text"]
     english = json.loads((data_dir / DEMO).read_text(encoding="utf-8").splitlines()[7])["text"]
-    text = normalise(pa.array([poem, english, poem, english]))
-    assert cjk_mask(text).tolist() == [True, False, True, False]
-    lang = pa.array(["zh", "en", "en", None])  # a set `lang` decides; a null one falls back to the script
-    assert cjk_mask(text, lang).tolist() == [True, False, False, False]
+    with zipfile.ZipFile(data_dir / "text/udhr2.zip") as udhr:
+        # Korean (Hangul) is shingled by characters; Vai, whose letters sit between CJK and Hangul in Unicode,
+        # is written with spaces and keeps word shingles.
+        korean, vai = (udhr.read(f"udhr2/{code}.txt").decode("utf-8")[:2000] for code in ("kor", "vai"))
+    text = normalise(pa.array([poem, english, poem, english, korean, vai]))
+    assert cjk_mask(text).tolist() == [True, False, True, False, True, False]
+    lang = pa.array(["zh", "en", "en", None, None, None])  # a set `lang` decides; a null one leaves it to the script
+    assert cjk_mask(text, lang).tolist() == [True, False, False, False, True, False]
 
 
 def test_keep_the_highest_score_ties_by_input_order(data_dir, write_recipe):

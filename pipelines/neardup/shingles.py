@@ -19,8 +19,9 @@ import xxhash
 
 # Languages written without spaces between words (fastText / ISO 639 codes as the langid stage writes them).
 CJK_LANGS = ("cdo", "cmn", "gan", "hak", "ja", "ko", "lzh", "nan", "wuu", "yue", "zh")
-# Without a `lang`, a document is CJK when this share of its non-space characters are CJK (U+3000–U+D7FF:
-# CJK punctuation, kana, Han, Yi, Hangul; UTF-8 lead bytes E3–ED).
+# Without a `lang`, a document is CJK when this share of its non-space characters are CJK: U+3000–U+9FFF (CJK
+# punctuation, kana, Han; UTF-8 lead bytes E3–E9) or U+AC00–U+D7FF (Hangul; EA B0 to ED). Between them lie Yi,
+# Vai, Bamum and others, written with spaces between words.
 CJK_SCRIPT_SHARE = 0.3
 
 _POLY = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial base of the n-gram hash
@@ -82,7 +83,9 @@ def cjk_mask(normalised: pa.Array, lang: pa.Array | None = None) -> np.ndarray:
     """Which documents are shingled by characters: by `lang` where it is set, else by their share of CJK script."""
     data, offsets = _parts(normalised)
     chars = _per_doc(((data & 0xC0) != 0x80) & (data != 0x20), offsets)
-    cjk = _per_doc((data >= 0xE3) & (data <= 0xED), offsets)
+    following = np.concatenate((data[1:], np.zeros(1, np.uint8)))
+    cjk = _per_doc(((data >= 0xE3) & (data <= 0xE9)) | ((data >= 0xEB) & (data <= 0xED))
+                   | ((data == 0xEA) & (following >= 0xB0)), offsets)
     by_script = cjk > CJK_SCRIPT_SHARE * chars
     if lang is None:
         return by_script
