@@ -1,3 +1,3 @@
-"""Near-duplicate detection machinery for the `minhash_dedup` stage: shingling and hashing (shingles),
-MinHash signatures and band keys (minhash), the LSH S-curve (lsh), union-find (unionfind) and the resumable
-resolve phases over files on disk (resolve)."""
+"""Near-duplicate detection machinery for the `minhash_dedup` stage: shingling and hashing (shingles), MinHash
+signatures and band keys (minhash), the LSH S-curve and choice of bands (lsh), union-find (unionfind), the
+shingle sets of candidate documents in bounded blocks (setstore) and the resumable resolve phases (resolve)."""
