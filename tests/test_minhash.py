@@ -141,6 +141,8 @@ def test_cjk_choice_by_lang_column_then_by_script(data_dir):
     assert cjk_mask(text).tolist() == [True, False, True, False, True, False]
     lang = pa.array(["zh", "en", "en", None, None, None])  # a set `lang` decides; a null one leaves it to the script
     assert cjk_mask(text, lang).tolist() == [True, False, False, False, True, False]
+    glotlid = pa.array(["cmn_Hani", "eng_Latn", "jpn_Jpan", "", "kor_Hang", "vai_Vaii"])  # GlotLID's labels
+    assert cjk_mask(text, glotlid).tolist() == [True, False, True, False, True, False]
 
 
 def test_keep_the_highest_score_ties_by_input_order(data_dir, write_recipe):

@@ -10,6 +10,7 @@ tokens' hashes mod 2^64 finished by a mixer, so n-grams cost numpy arithmetic on
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -17,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-# Languages written without spaces between words (fastText / ISO 639 codes as the langid stage writes them).
-CJK_LANGS = ("cdo", "cmn", "gan", "hak", "ja", "ko", "lzh", "nan", "wuu", "yue", "zh")
+# Languages shingled by characters, as the langid stage labels them: lid.176 (zh, ja, ko, wuu, yue) or GlotLID
+# (cmn_Hani, jpn_Jpan, kor_Hang: the part before `_` or `-` is looked up).
+CJK_LANGS = ("cdo", "cmn", "gan", "hak", "ja", "jpn", "ko", "kor", "lzh", "nan", "wuu", "yue", "zh", "zho")
 # Without a `lang`, a document is CJK when this share of its non-space characters are CJK: U+3000–U+9FFF (CJK
 # punctuation, kana, Han; UTF-8 lead bytes E3–E9) or U+AC00–U+D7FF (Hangul; EA B0 to ED). Between them lie Yi,
 # Vai, Bamum and others, written with spaces between words.
@@ -72,7 +74,7 @@ def normalise(text: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _per_doc(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """How many True bytes each document's byte range holds (reduceat: no temporary as large as the text)."""
+    """How many True bytes each document's byte range holds (reduceat: no integer array as long as the text)."""
     if not len(mask):
         return np.zeros(len(offsets) - 1, np.int64)
     sums = np.add.reduceat(mask, np.minimum(offsets[:-1], len(mask) - 1), dtype=np.int64)
@@ -89,7 +91,7 @@ def cjk_mask(normalised: pa.Array, lang: pa.Array | None = None) -> np.ndarray:
     by_script = cjk > CJK_SCRIPT_SHARE * chars
     if lang is None:
         return by_script
-    lang = pc.utf8_lower(lang.cast(pa.string()))
+    lang = pc.replace_substring_regex(pc.utf8_lower(lang.cast(pa.string())), r"[_-].*", "")
     has_lang = pc.fill_null(pc.not_equal(lang, ""), False).to_numpy(zero_copy_only=False)
     by_lang = pc.fill_null(pc.is_in(lang, pa.array(CJK_LANGS)), False).to_numpy(zero_copy_only=False)
     return np.where(has_lang, by_lang, by_script)
@@ -189,7 +191,7 @@ def document_shingles(text: pa.Array | pa.ChunkedArray, lang: pa.Array | None, w
     return merge_sets(parts.values(), len(cjk)), cjk
 
 
-def merge_sets(parts, docs: int) -> ShingleSets:
+def merge_sets(parts: Iterable[tuple[np.ndarray, ShingleSets]], docs: int) -> ShingleSets:
     """Interleave the shingle sets of disjoint row subsets back into row order."""
     sizes = np.zeros(docs, np.int64)
     for rows, sets in parts:
