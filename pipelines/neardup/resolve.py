@@ -191,8 +191,8 @@ def _clusters(job: _Job) -> dict[str, int]:
 
 
 def _member_buckets(job: _Job) -> tuple[int, Path]:
-    """Split the clustered documents' sets into buckets by cluster (cluster mod n), each about a quarter of the
-    budget, so the walk holds one bucket: a cluster is never split."""
+    """Split the clustered documents' sets into buckets by cluster (cluster mod n) of about two blocks each, so the
+    walk holds one bucket at a time and never splits a cluster."""
     folder = job.workdir / "members"
     folder.mkdir(exist_ok=True)
     store = SetStore(job.workdir / "sets")
