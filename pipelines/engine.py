@@ -96,8 +96,9 @@ def _check_stages(loaded: LoadedRecipe, context: RunContext) -> list[dict[str, s
 
 def _fingerprint(loaded: LoadedRecipe, inputs: list[dict[str, Any]], resources: list[dict[str, str]]) -> str:
     """What decides the output: the recipe (less its output folder), the input files and the stages' files."""
-    recipe = loaded.recipe.model_dump(exclude={"output", "name"})
-    stages = [{"name": s.name, "config": s.config.model_dump()} for s in loaded.stages]
+    recipe = loaded.recipe.model_dump(exclude={"output", "name", "stages"})  # stages: validated, below
+    stages = [{"name": s.name, "config": s.config.model_dump(exclude=set(s.config.outside_fingerprint))}
+              for s in loaded.stages]
     blob = json.dumps({"recipe": recipe, "stages": stages, "inputs": inputs, "resources": resources},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -181,3 +181,16 @@ def test_stage_counts_are_summed_over_batches_and_tasks(data_dir):
     assert per_task[0]["counts"] == {"email": 2, "ipv4": 4}
     assert merge(per_task)["counts"] == {"email": 6, "ipv4": 8}
     assert merge(per_task)["docs_in"] == 12
+
+
+def test_a_memory_budget_is_outside_the_fingerprint(data_dir, write_recipe):
+    """minhash_dedup's memory_limit never changes the output, so changing it resumes the run; ngram does not."""
+    inputs = [{"path": str(data_dir / "text/redpajama-pile-samples/demo-dataset-deduplication.jsonl")}]
+    first = write_recipe(inputs, [{"minhash_dedup": {"memory_limit": "64MB"}}], name="budget")
+    summary = run_recipe(load_recipe(first), workers=1, progress=False)
+    roomier = write_recipe(inputs, [{"minhash_dedup": {"memory_limit": "512MB"}}], name="budget")
+    again = run_recipe(load_recipe(roomier), workers=1, progress=False)
+    assert again.resumed_tasks == 0 and again.kept == summary.kept and summary.removed > 0
+    other = write_recipe(inputs, [{"minhash_dedup": {"ngram": 3}}], name="budget")
+    with pytest.raises(RunError, match="--force"):
+        run_recipe(load_recipe(other), workers=1, progress=False)

@@ -21,6 +21,9 @@ class StageConfig(BaseModel):
     """Parameters of a stage, validated from the recipe; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Parameters that change how a stage works but never what it outputs (e.g. a memory budget): changing them
+    # lets a run resume instead of asking for --force.
+    outside_fingerprint: ClassVar[frozenset[str]] = frozenset()
 
 
 class StageResult(NamedTuple):

@@ -23,6 +23,8 @@ from pipelines.stages.base import DEFAULT_CONTEXT, GlobalStage, RunContext, Stag
 
 
 class MinhashDedupConfig(StageConfig):
+    outside_fingerprint = frozenset({"memory_limit"})  # the decisions are the same at any budget (measured)
+
     column: str = Field("text", description="the string column compared, e.g. `prompt` for conversations; "
                         "rows where it is null (or has no letters or digits) are never duplicates")
     ngram: int = Field(5, ge=1, le=64, description="words per shingle (word n-grams of the normalised text: "
