@@ -195,6 +195,8 @@ def bundled_run(data_dir, tmp_path_factory) -> Path:
                         if Path(spec["path"]).name in keep]
     assert len(recipe["inputs"]) == len(keep)
     recipe["stages"][-1]["tokenize"].update(vocab_size=1000, validation_fraction=0.05)
+    decontaminate = next(stage["decontaminate"] for stage in recipe["stages"] if "decontaminate" in stage)
+    decontaminate["evals"] = [str(data_dir / "evals")]
     recipe["output"] = str(tmp_path_factory.mktemp("instructions") / "out")
     loaded = parse_recipe(yaml.safe_dump(recipe), "instructions.yaml", RECIPE.parent)
     return run_recipe(loaded, workers=2, progress=False).run_dir
@@ -213,7 +215,16 @@ def test_bundled_recipe_counts_and_sql_views(bundled_run):
     assert turns[1] > 1500 and turns[2] > 20  # the best OASST threads: 40 go on for a second turn
     reasons = {(r["stage"], r["reason"]) for r in sql.query(
         bundled_run, "SELECT DISTINCT stage, reason FROM removed").to_pylist()}
-    assert {("conversation_filter", "refusal"), ("exact_dedup", "exact_duplicate")} <= reasons
+    assert {("conversation_filter", "refusal"), ("exact_dedup", "exact_duplicate"),
+            ("minhash_dedup", "near_duplicate"), ("decontaminate", "contaminated")} <= reasons
+    near = {r["prompt"]: r["kept"] for r in sql.query(bundled_run, (
+        "SELECT r.prompt, d.prompt AS kept FROM removed r JOIN docs d ON d.id = r.duplicate_of "
+        "WHERE r.stage = 'minhash_dedup'")).to_pylist()}
+    assert near["你是谁？"] == "你是谁"  # the identity set's Chinese question, with and without its question mark
+    quoted = sql.query(bundled_run, "SELECT id, contaminated_by, contaminated_item FROM removed "
+                                    "WHERE stage = 'decontaminate'").to_pylist()
+    # A recipe step in an Alpaca answer that is word for word a HellaSwag item's (item 6369).
+    assert {"id": "alpaca_en_demo.json:821", "contaminated_by": "hellaswag", "contaminated_item": 6369} in quoted
     identity = sql.query(bundled_run, "SELECT text FROM docs WHERE source = 'identity'").column("text").to_pylist()
     assert len(identity) > 50 and not any("{{" in t for t in identity) and any("Refinery" in t for t in identity)
 

@@ -273,3 +273,23 @@ def test_exact_jaccard_and_minhash_estimates_on_real_pairs(data_dir):
         assert set_jaccard(block.one(i), block.one(j)) == pytest.approx(value)
         assert np.mean(signature[i] == signature[j]) == pytest.approx(value, abs=0.1)
     assert exact[0] > 0.95 and exact[2] < 0.6  # two Smithfield copies; and a long against a short version
+
+
+def test_fold_digits_off_keeps_questions_that_differ_only_in_numbers(data_dir):
+    """Two real Alpaca prompts that differ only in their numbers: the same shingles when digits fold (web text),
+    different questions when they don't (the instructions recipe's `fold_digits: false`)."""
+    prompts = []
+    for name, wanted in (("alpaca_en_demo.json", "Calculate 15% of 500."), ("alpaca_5000.json",
+                                                                              "Calculate 50% of 300.")):
+        records = json.loads((data_dir / "instructions" / name).read_text(encoding="utf-8"))
+        prompts += [r["instruction"] for r in records if r["instruction"] == wanted]
+    assert len(prompts) == 2
+    text = pa.array(prompts)
+
+    def similarity(fold: bool) -> float:
+        sets, _ = document_shingles(text, None, 2, 3, fold_digits=fold)
+        a, b = (set(sets.values[sets.offsets[i]:sets.offsets[i + 1]].tolist()) for i in range(2))
+        return len(a & b) / len(a | b)
+
+    assert normalise(text, fold_digits=False).to_pylist() == ["calculate 15  of 500 ", "calculate 50  of 300 "]
+    assert similarity(True) == 1.0 and similarity(False) < 0.5

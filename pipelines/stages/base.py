@@ -46,6 +46,10 @@ class RunContext:
     run_dir: Path
     recipe_dir: Path
 
+    def __post_init__(self) -> None:
+        # Absolute, so a path resolved once (and handed on, e.g. to require_file) is never joined twice.
+        object.__setattr__(self, "recipe_dir", Path(self.recipe_dir).absolute())
+
     def resolve(self, path: str | Path) -> Path:
         path = Path(path)
         return path if path.is_absolute() else self.recipe_dir / path

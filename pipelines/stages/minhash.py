@@ -32,6 +32,9 @@ class MinhashDedupConfig(StageConfig):
     cjk_ngram: int = Field(3, ge=1, le=64, description="characters per shingle for Chinese, Japanese and Korean "
                            "documents (chosen per document by a `lang` column where set, else by script: more than "
                            "30% CJK characters); 3 characters, about two words, is measured in docs/recipes.md")
+    fold_digits: bool = Field(True, description="fold every digit to 0 (web text: dates and counters don't make "
+                              "pages different); false for instruction prompts, where `Calculate 50% of 300` and "
+                              "`Calculate 15% of 500` are different questions")
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity of shingle sets from which two "
                              "documents are duplicates; bands × rows are chosen from it unless given")
     num_perm: int = Field(128, ge=2, le=1024, description="MinHash permutations available to the bands (only "
@@ -109,7 +112,7 @@ class MinhashDedup(GlobalStage):
                 raise ValueError(f"minhash_dedup: keep column '{self.config.keep}' holds {score.type}; it must be "
                                  "numeric (the highest value stays)")
         lang = docs.column("lang").combine_chunks() if "lang" in docs.column_names else None
-        sets, _ = document_shingles(text, lang, self.config.ngram, self.config.cjk_ngram)
+        sets, _ = document_shingles(text, lang, self.config.ngram, self.config.cjk_ngram, self.config.fold_digits)
         if self._permutations is None:
             self._permutations = minhash.permutations(self.bands * self.rows, self.config.seed)
         keys = minhash.band_keys(minhash.signatures(sets, *self._permutations), self.bands, self.rows)
