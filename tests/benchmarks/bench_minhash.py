@@ -85,6 +85,17 @@ def cli_run(recipe: Path, workers: int) -> float:
     return time.perf_counter() - started
 
 
+def in_process_run(recipe: Path, workers: int) -> float:
+    """Wall seconds of the engine's run in this process: start-up and imports excluded, as datatrove's `run_s`
+    (its `executor.run()`) excludes them."""
+    from pipelines.engine import run_recipe
+    from pipelines.recipe import load_recipe
+
+    started = time.perf_counter()
+    run_recipe(load_recipe(recipe), workers=workers, force=True, progress=False)
+    return time.perf_counter() - started
+
+
 def part_speed(args, docs_path: Path, work: Path, log) -> dict:
     docs = load_docs(docs_path)
     n = docs.num_rows
@@ -102,6 +113,10 @@ def part_speed(args, docs_path: Path, work: Path, log) -> dict:
         out[f"recipe_workers_{workers}"] = {"runs_s": walls, "docs_per_s": n / statistics.median(walls)}
         log(f"recipe, {workers} worker(s): {n / statistics.median(walls):.0f} docs/s "
             f"(runs {[round(w, 2) for w in walls]})")
+        engine = [in_process_run(recipe, workers) for _ in range(args.runs)]
+        out[f"engine_workers_{workers}"] = {"runs_s": engine, "docs_per_s": n / statistics.median(engine)}
+        log(f"engine in-process, {workers} worker(s): {n / statistics.median(engine):.0f} docs/s "
+            f"(runs {[round(w, 2) for w in engine]})")
     if args.datatrove_python:
         out["datatrove"] = datatrove(args, docs_path, work, n, log)
     sig = out["ours_signatures"]["docs_per_s"]
@@ -109,6 +124,8 @@ def part_speed(args, docs_path: Path, work: Path, log) -> dict:
     if "datatrove" in out:
         recipe_rate, dt = out["recipe_workers_2"]["docs_per_s"], out["datatrove"]
         out["ratios"]["recipe_2_workers_vs_datatrove_4_stages"] = recipe_rate / dt["docs_per_s"]
+        out["ratios"]["engine_2_workers_vs_datatrove_4_stages"] = (out["engine_workers_2"]["docs_per_s"]
+                                                                   / dt["docs_per_s"])
         out["ratios"]["signatures_vs_datatrove_signature_stage"] = sig / dt["signature_docs_per_s"]
     log(f"ratios: {out['ratios']}")
     return out
