@@ -22,7 +22,7 @@ def refinery(*args: str, cwd: Path | None = None, stdin: str | None = None) -> s
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("demo") / "run"
-    return out, refinery("demo", "--output", str(out), "--workers", "2", "--train-steps", "100")
+    return out, refinery("demo", "--output", str(out), "--workers", "2", "--train-steps", "150")
 
 
 def test_demo_runs_and_says_what_to_try(demo_run):
@@ -43,7 +43,7 @@ def test_demo_runs_and_says_what_to_try(demo_run):
 def test_sql_formats(demo_run, tmp_path):
     out, _ = demo_run
     table = refinery("sql", str(out), "SELECT stage, kept FROM stats ORDER BY position")
-    assert table.returncode == 0 and "length_filter" in table.stdout
+    assert table.returncode == 0 and "gopher_quality" in table.stdout and "minhash_dedup" in table.stdout
     csv = refinery("sql", str(out), "SELECT stage, kept FROM stats ORDER BY position", "--format", "csv")
     assert csv.stdout.splitlines()[0] == '"stage","kept"'
     assert csv.stdout.splitlines()[1].startswith('"read",')
@@ -53,7 +53,7 @@ def test_sql_formats(demo_run, tmp_path):
     written = refinery("sql", str(out), "SELECT * FROM removed", "-f", "parquet", "-o", str(target))
     assert written.returncode == 0 and pq.read_table(target).num_rows > 0
     nested = refinery("sql", str(out), "SELECT reasons FROM stats", "-f", "csv")
-    assert nested.returncode == 0 and "too_few_words" in nested.stdout
+    assert nested.returncode == 0 and "gopher_too_few_words" in nested.stdout and "near_duplicate" in nested.stdout
 
 
 def test_sql_without_query_lists_views(demo_run):
