@@ -111,7 +111,12 @@ def _contractions() -> dict[str, tuple[str, str]]:
 
 
 CONTRACTIONS = _contractions()
-_CONTRACTION_KEYS = pa.array(sorted(CONTRACTIONS), pa.string())
+
+
+@functools.cache
+def _contraction_keys() -> pa.Array:
+    # Built on first use: pa.array at import time pulls in pandas (~0.25 s on every `refinery` command).
+    return pa.array(sorted(CONTRACTIONS), pa.string())
 
 
 class Pieces(NamedTuple):
@@ -191,7 +196,7 @@ def _rule_words(text: pa.Array) -> Pieces:
 
 
 def _split_contractions(pieces: Pieces) -> Pieces:
-    hits = np.flatnonzero(to_numpy(pc.is_in(pieces.values, value_set=_CONTRACTION_KEYS), bool))
+    hits = np.flatnonzero(to_numpy(pc.is_in(pieces.values, value_set=_contraction_keys()), bool))
     if not len(hits):
         return pieces
     # Each hit becomes its two parts: the first replaces the word, the second is inserted after it.
