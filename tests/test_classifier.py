@@ -10,22 +10,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_engine import output_bytes
-
-from corpora.records import document_table
-from pipelines import sql
-from pipelines.classifier import is_heldout, roc_auc
-from pipelines.cli import main
-from pipelines.engine import RunError, run_recipe
-from pipelines.recipe import load_recipe
-from pipelines.stages.base import RunContext
-from pipelines.stages.quality_classifier import (
+from refinery.corpora.records import document_table
+from refinery.pipelines.commands import sql
+from refinery.pipelines.commands.classifier_train import is_heldout, roc_auc
+from refinery.pipelines.commands.cli import main
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import RunError, run_recipe
+from refinery.pipelines.stages.base import RunContext
+from refinery.pipelines.stages.quality_classifier import (
     QualityClassifier,
     QualityClassifierConfig,
     QualityTopFraction,
     TopFractionConfig,
     classifier_text,
 )
+from test_engine import output_bytes
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines.cli import main
+from refinery.pipelines.commands.cli import main
 
 
 def refinery(*args: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "refinery.pipelines", *args], capture_output=True, text=True,
                           cwd=cwd, input=stdin)
 
 

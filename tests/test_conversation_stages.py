@@ -11,13 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from pydantic import ValidationError
-
-from corpora.readers import document_schema, plan_input, read_task
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import parse_recipe
-from pipelines.segments import conform
-from pipelines.stages.conversations import (
+from refinery.corpora.readers import document_schema, plan_input, read_task
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import parse_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.engine.segments import conform
+from refinery.pipelines.stages.conversations import (
     DEFAULT_REFUSAL_PATTERNS,
     ChatTemplate,
     ChatTemplateConfig,
@@ -26,10 +25,10 @@ from pipelines.stages.conversations import (
     FillPlaceholders,
     FillPlaceholdersConfig,
 )
-from pipelines.stages.langid import LangId, LangIdConfig
-from tokenization.chat import END
-from tokenization.reader import TokenShards
-from tokenization.tokenizer import load_tokenizer
+from refinery.pipelines.stages.langid import LangId, LangIdConfig
+from refinery.tokenization.chat import END
+from refinery.tokenization.reader import TokenShards
+from refinery.tokenization.tokenizer import load_tokenizer
 
 RECIPE = Path(__file__).resolve().parents[1] / "pipelines/recipes/instructions.yaml"
 SCHEMA = document_schema(["instructions", "jsonl"])

@@ -7,14 +7,13 @@ import json
 
 import pyarrow as pa
 import pytest
-
-from corpora.evalsets import EvalSetError, benchmark_name, load_eval_set
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.ngram_index import tokens
-from pipelines.recipe import load_recipe
-from pipelines.stages.base import RunContext
-from pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
+from refinery.corpora.evalsets import EvalSetError, benchmark_name, load_eval_set
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.stages.base import RunContext
+from refinery.pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
+from refinery.pipelines.stages.text.ngram_index import tokens
 
 
 def _stage(data_dir, **options) -> Decontaminate:

@@ -13,10 +13,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-
-from pipelines import sql
-from pipelines.engine import RunError, run_recipe
-from pipelines.recipe import load_recipe
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import RunError, run_recipe
 
 STAGES = [{"length_filter": {"min_words": 5, "max_chars": 20000}}, {"exact_dedup": {}}]
 
@@ -133,7 +132,7 @@ def test_sigkill_mid_run_then_resume_gives_identical_bytes(acceptance_run, input
     recipe = write_recipe(inputs, STAGES, task_size="64KB")
     run_dir = tmp_path / "out"
     done = run_dir / "work/segment-0/done"
-    command = [sys.executable, "-m", "pipelines.cli", "run", str(recipe), "--workers", "2", "--quiet"]
+    command = [sys.executable, "-m", "refinery.pipelines", "run", str(recipe), "--workers", "2", "--quiet"]
     process = subprocess.Popen(command, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (done.exists() and any(done.glob("task-*.json"))):
@@ -167,8 +166,8 @@ def test_stage_files_are_checked_first_and_fingerprinted(data_dir, write_recipe,
 
 def test_stage_counts_are_summed_over_batches_and_tasks(data_dir):
     """A stage's own tallies (StageResult.counts) add up across batches and across tasks' done-markers."""
-    from pipelines.stages.base import StageResult
-    from pipelines.stats import StageCounter, merge
+    from refinery.pipelines.engine.stats import StageCounter, merge
+    from refinery.pipelines.stages.base import StageResult
 
     lines = (data_dir / "text" / "tinyshakespeare.txt").read_text(encoding="utf-8").splitlines()[:6]
     docs = pa.table({"text": lines})

@@ -14,23 +14,22 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-
-from corpora.records import document_table
-from tokenization.builder import SplitPlan, encode_documents, write_token_splits
-from tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
-from tokenization.reader import TokenShards
-from tokenization.tokenizer import fingerprint, special_ids, train_bpe
-from training.checkpoint import save_checkpoint
-from training.eval_cli import main as eval_main
-from training.evaluate import (
+from refinery.corpora.records import document_table
+from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
+from refinery.tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
+from refinery.tokenization.reader import TokenShards
+from refinery.tokenization.tokenizer import fingerprint, special_ids, train_bpe
+from refinery.training.checkpoint import save_checkpoint
+from refinery.training.eval_cli import main as eval_main
+from refinery.training.evaluate import (
     load_task,
     score_multiple_choice,
     shard_perplexity,
     text_perplexity,
     window_plan,
 )
-from training.generate import chat_prompt, generate, is_chat_model, sample_tokens
-from training.model import GPT, GPTConfig
+from refinery.training.generate import chat_prompt, generate, is_chat_model, sample_tokens
+from refinery.training.model import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -193,7 +192,7 @@ def test_a_chat_model_is_prompted_with_the_template_and_stops_at_end(tokenizer):
 def test_replies_to_real_instructions_get_bleu_and_rouge(data_dir, tokenizer):
     pytest.importorskip("sacrebleu")
     pytest.importorskip("rouge_score")
-    from training.sft_eval import evaluate_instructions, read_instructions, reply_scores
+    from refinery.training.sft_eval import evaluate_instructions, read_instructions, reply_scores
 
     conversations = read_instructions(data_dir / "instructions/alpaca_en_demo.json", skip=900, limit=4)
     assert len(conversations) == 4 and conversations[0][-1]["role"] == "assistant"

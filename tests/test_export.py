@@ -7,14 +7,13 @@ import json
 
 import pytest
 import torch
-
-from tokenization.chat import render_chat
-from tokenization.tokenizer import fingerprint, special_ids, train_bpe
-from training.checkpoint import CheckpointError, save_checkpoint
-from training.eval_cli import main as eval_main
-from training.export import export_llama
-from training.generate import chat_prompt, sample_tokens
-from training.model import GPT, LSTM, GPTConfig, LSTMConfig
+from refinery.tokenization.chat import render_chat
+from refinery.tokenization.tokenizer import fingerprint, special_ids, train_bpe
+from refinery.training.checkpoint import CheckpointError, save_checkpoint
+from refinery.training.eval_cli import main as eval_main
+from refinery.training.export import export_llama
+from refinery.training.generate import chat_prompt, sample_tokens
+from refinery.training.model import GPT, LSTM, GPTConfig, LSTMConfig
 
 transformers = pytest.importorskip("transformers")
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from corpora.records import document_table
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import RecipeError, load_recipe, parse_recipe
-from pipelines.stages.extract import Extract, ExtractConfig
+from refinery.corpora.records import document_table
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import RecipeError, load_recipe, parse_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.stages.extract import Extract, ExtractConfig
 
 # Pages whose evaldata title trafilatura finds exactly, and a German page (its <h1> is a comment form's).
 ENGLISH_PAGES = ["flowfx.de.tmux.html", "hackernoon.com.scrape.html"]

@@ -11,9 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from corpora.fetch import FetchError, fetch, read_checksums
-from pipelines.fetch_command import add_fetch_arguments, run_fetch
+from refinery.corpora.fetch import FetchError, fetch, read_checksums
+from refinery.pipelines.commands.fetch import add_fetch_arguments, run_fetch
 
 SAMPLE = "cc-main-2020-34-sample.warc.gz"  # 135,896 bytes: half of it is a real partial download
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
-from corpora.conversations import first_prompt, transcript
-from corpora.readers import InputError, document_schema, infer_format, plan_input, read_task
+from refinery.corpora.conversations import first_prompt, transcript
+from refinery.corpora.readers import InputError, document_schema, infer_format, plan_input, read_task
 
 # Records per file, and the format detected. OASST trees give one conversation per thread (546 threads
 # in 100 trees; the message file holds the same trees as nested root messages).

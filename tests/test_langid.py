@@ -10,14 +10,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
-from corpora.records import document_table
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import RecipeError, load_recipe, parse_recipe
-from pipelines.stages import langid
-from pipelines.stages.base import RunContext
-from pipelines.stages.langid import LangId, LangIdConfig
+from refinery.corpora.records import document_table
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import RecipeError, load_recipe, parse_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.stages import langid
+from refinery.pipelines.stages.base import RunContext
+from refinery.pipelines.stages.langid import LangId, LangIdConfig
 
 # UDHR file → the lid.176 label its paragraphs must get.
 UDHR = {"eng": "en", "deu": "de", "fra": "fr", "spa": "es", "rus": "ru", "cmn_hans": "zh", "jpn": "ja", "arb": "ar",

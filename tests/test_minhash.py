@@ -12,15 +12,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.neardup import lsh, resolve
-from pipelines.neardup.minhash import permutations, signatures
-from pipelines.neardup.setstore import Sets, pair_jaccard
-from pipelines.neardup.setstore import jaccard as set_jaccard
-from pipelines.neardup.shingles import cjk_mask, document_shingles, normalise, shingle_sets, word_tokens
-from pipelines.recipe import load_recipe
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.stages.neardup import lsh, resolve
+from refinery.pipelines.stages.neardup.minhash import permutations, signatures
+from refinery.pipelines.stages.neardup.setstore import Sets, pair_jaccard
+from refinery.pipelines.stages.neardup.setstore import jaccard as set_jaccard
+from refinery.pipelines.stages.neardup.shingles import cjk_mask, document_shingles, normalise, shingle_sets, word_tokens
 
 DEMO = "text/redpajama-pile-samples/demo-dataset-deduplication.jsonl"
 
@@ -160,7 +159,7 @@ def test_keep_the_highest_score_ties_by_input_order(data_dir, write_recipe):
 
 
 def test_bad_keep_column_speaks(data_dir, write_recipe):
-    from pipelines.engine import RunError
+    from refinery.pipelines.engine.run import RunError
 
     recipe = write_recipe([{"path": str(data_dir / DEMO)}], [{"minhash_dedup": {"keep": "score"}}])
     with pytest.raises(Exception, match="no column 'score' for `keep`"):

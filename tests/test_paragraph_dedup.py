@@ -10,11 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import load_recipe
-from pipelines.stages.paragraphs import ParagraphDedup, ParagraphDedupConfig, rewrite
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.stages.paragraphs import ParagraphDedup, ParagraphDedupConfig, rewrite
 
 ABC_PAGE = "http://mobile.abc.net.au/news/2005-10-10/fire-crews-hopeful-of-relief-in-se-qld/2120904?pfm=sm"
 

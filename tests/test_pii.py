@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
-from corpora.readers import plan_input, read_task
-from corpora.records import document_table
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import RecipeError, load_recipe, parse_recipe
-from pipelines.stages.pii import Pii, PiiConfig
+from refinery.corpora.readers import plan_input, read_task
+from refinery.corpora.records import document_table
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import RecipeError, load_recipe, parse_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.stages.pii import Pii, PiiConfig
 
 
 def read_docs(path: Path, **options) -> pa.Table:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
-from corpora.readers import plan_input, read_task
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import load_recipe
-from pipelines.stages import STAGES
-from pipelines.textstats import split_lines, split_words
+from refinery.corpora.readers import plan_input, read_task
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.stages import STAGES
+from refinery.pipelines.stages.text.textstats import split_lines, split_words
 
 FILTERS = ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
 POLICY = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]

@@ -10,9 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from corpora.readers import InputError, infer_format, plan_input, read_task
-from corpora.records import DOCUMENT_SCHEMA
+from refinery.corpora.readers import InputError, infer_format, plan_input, read_task
+from refinery.corpora.records import DOCUMENT_SCHEMA
 
 
 def read_all(pattern: str, base: Path, task_size: int = 1 << 30, **kwargs) -> tuple[pa.Table, pa.Table, int]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from pipelines.recipe import RecipeError, load_recipe, parse_recipe, parse_size, recipe_json_schema
+from refinery.pipelines.engine.recipe import RecipeError, load_recipe, parse_recipe, parse_size, recipe_json_schema
 
 GOOD = """\
 name: t

@@ -8,12 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from corpora.records import document_table
-from tokenization.builder import SplitPlan, encode_documents, write_token_splits
-from tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
-from tokenization.reader import TokenShards
-from tokenization.tokenizer import special_ids, train_bpe
+from refinery.corpora.records import document_table
+from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
+from refinery.tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
+from refinery.tokenization.reader import TokenShards
+from refinery.tokenization.tokenizer import special_ids, train_bpe
 
 
 def conversations(data_dir) -> list[list[dict]]:

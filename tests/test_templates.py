@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tokenization.templates import CHATML, LLAMA3, TemplateError, alpaca_template, get_template, load_jinja_template
+from refinery.tokenization.templates import (
+    CHATML,
+    LLAMA3,
+    TemplateError,
+    alpaca_template,
+    get_template,
+    load_jinja_template,
+)
 
 # Reference Jinja templates, as their tokenizer_config.json files ship them: Meta-Llama-3-8B-Instruct, and the
 # ChatML template of the Hugging Face chat-templating documentation.

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import load_recipe
-from pipelines.storage import read_json, write_json
-from tokenization.reader import ShardError, TokenShards
-from tokenization.shards import ShardWriter, dtype_for
-from tokenization.tokenizer import fingerprint, load_tokenizer, special_ids
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.layout import read_json, write_json
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.tokenization.reader import ShardError, TokenShards
+from refinery.tokenization.shards import ShardWriter, dtype_for
+from refinery.tokenization.tokenizer import fingerprint, load_tokenizer, special_ids
 
 TOKENIZE = {"tokenize": {"vocab_size": 1000, "shard_tokens": 40_000, "validation_fraction": 0.1,
                          "weights": {"cc_en_head-0091": 2.5, "wiki_demo": 0.5}}}
@@ -169,7 +168,7 @@ def test_uint32_when_the_vocabulary_needs_it(tmp_path):
 
 
 def test_tokens_inspect_command(tokenized, capsys):
-    from pipelines.cli import main
+    from refinery.pipelines.commands.cli import main
 
     assert main(["tokens", "inspect", str(tokenized / "tokens")]) == 0
     out = capsys.readouterr().out

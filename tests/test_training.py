@@ -13,21 +13,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from refinery.corpora.records import document_table
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
+from refinery.tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
+from refinery.tokenization.reader import TokenShards
+from refinery.tokenization.tokenizer import load_tokenizer, special_ids, train_bpe
+from refinery.training.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from refinery.training.cli import main as train_main
+from refinery.training.config import ConfigError, TrainConfig, load_train_config
+from refinery.training.data import TrainingData
+from refinery.training.model import GPT, GPT_PRESETS, GPTConfig, count_parameters
+from refinery.training.train import TrainingError, lr_at, train
 from safetensors import safe_open
-
-from corpora.records import document_table
-from pipelines.engine import run_recipe
-from pipelines.recipe import load_recipe
-from tokenization.builder import SplitPlan, encode_documents, write_token_splits
-from tokenization.chat import END, LOSS_SPANS_TYPE, render_chat
-from tokenization.reader import TokenShards
-from tokenization.tokenizer import load_tokenizer, special_ids, train_bpe
-from training.checkpoint import load_checkpoint, load_train_state, save_checkpoint
-from training.cli import main as train_main
-from training.config import ConfigError, TrainConfig, load_train_config
-from training.data import TrainingData
-from training.model import GPT, GPT_PRESETS, GPTConfig, count_parameters
-from training.train import TrainingError, lr_at, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,15 +8,14 @@ import subprocess
 import sys
 
 import numpy as np
+from refinery.tokenization.reader import TokenShards
+from refinery.training.data import TrainingData
 from test_training import records, tokens  # noqa: F401  (the Shakespeare shards fixture)
-
-from tokenization.reader import TokenShards
-from training.data import TrainingData
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "training.cli", *args]
+               "-m", "refinery.training.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 

@@ -9,13 +9,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from corpora.records import document_table
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import load_recipe
-from pipelines.stages.base import RunContext
-from pipelines.stages.urls import DEFAULT_BLOCKLIST, UrlFilter, UrlFilterConfig, read_list
+from refinery.corpora.records import document_table
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.stages.base import RunContext
+from refinery.pipelines.stages.urls import DEFAULT_BLOCKLIST, UrlFilter, UrlFilterConfig, read_list
 
 
 @pytest.fixture(scope="module")

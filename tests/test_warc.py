@@ -8,13 +8,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from corpora.readers import infer_format, warc
-from corpora.readers.base import ReadTask
-from corpora.readers.charset import decode_page, python_codec
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import load_recipe
+from refinery.corpora.readers import infer_format, warc
+from refinery.corpora.readers.base import ReadTask
+from refinery.corpora.readers.charset import decode_page, python_codec
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
 
 # For every file: (documents, quarantined, skipped by reason), worked out from the files' own structure
 # (record headers, gzip members, where each file is cut or altered).
@@ -213,7 +212,7 @@ def test_framing_does_not_depend_on_where_reads_end(warc_dir, monkeypatch, read_
     # Reads of a few bytes cut headers, blank lines and gzip members at every possible place.
     names = ["cc-main-2020-34-sample.warc.gz", "example-iana.org-chunked.warc"] + [n for n in EXPECTED if "bad/" in n]
     expected = {name: read_file(warc_dir / name) for name in names}
-    monkeypatch.setattr("corpora.readers.warc_framing._READ_BYTES", read_bytes)
+    monkeypatch.setattr("refinery.corpora.readers.warc_framing._READ_BYTES", read_bytes)
     for name in names:
         docs, bad, skipped = read_file(warc_dir / name)
         assert docs.equals(expected[name][0]) and bad.equals(expected[name][1]) and skipped == expected[name][2]
@@ -221,7 +220,7 @@ def test_framing_does_not_depend_on_where_reads_end(warc_dir, monkeypatch, read_
 
 def test_blocks_too_large_for_a_document_are_streamed_past(warc_dir, monkeypatch):
     full, _, _ = read_file(warc_dir / "cc-main-2020-34-sample.warc.gz")
-    monkeypatch.setattr("corpora.readers.warc_framing.MAX_SPAN", 20_000)
+    monkeypatch.setattr("refinery.corpora.readers.warc_framing.MAX_SPAN", 20_000)
     docs, bad, skipped = read_file(warc_dir / "cc-main-2020-34-sample.warc.gz")
     assert (docs.num_rows, bad.num_rows, skipped["oversized"]) == (8, 0, 8)  # 8 responses have blocks > 20 KB
     kept = set(docs.column("id").to_pylist())

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from corpora.readers import plan_input, read_task
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import parse_recipe
+from refinery.corpora.readers import plan_input, read_task
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import parse_recipe
+from refinery.pipelines.engine.run import run_recipe
 
 WEB_RECIPE = Path(__file__).resolve().parents[1] / "pipelines/recipes/web.yaml"
 # Documents that reached the quality filters (kept, or removed after langid labelled them), with their text then.

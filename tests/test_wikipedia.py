@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
-from corpora.readers import InputError, ReadTask, infer_format, read_task
-from corpora.readers.wikipedia import SCHEMA, _pieces
-from pipelines import sql
-from pipelines.engine import run_recipe
-from pipelines.recipe import load_recipe
+from refinery.corpora.readers import InputError, ReadTask, infer_format, read_task
+from refinery.corpora.readers.wikipedia import SCHEMA, _pieces
+from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.engine.run import run_recipe
 
 ENWIKI = "wikipedia/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 TABLES = "wikipedia/enwiki-table-markup.xml.bz2"

@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from refinery.tokenization.chat import loss_mask
+from refinery.tokenization.shards import ShardWriter, dtype_for
+from refinery.tokenization.tokenizer import fingerprint, special_ids
 from tokenizers import Tokenizer
-
-from tokenization.chat import loss_mask
-from tokenization.shards import ShardWriter, dtype_for
-from tokenization.tokenizer import fingerprint, special_ids
 
 
 def encoded_schema(vocab_size: int, with_mask: bool = False) -> pa.Schema:

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-
-from tokenization.tokenizer import CHAT_ROLES
+from refinery.tokenization.tokenizer import CHAT_ROLES
 
 # The `loss_spans` column a chat-template stage writes and `encode_documents` turns into loss masks.
 LOSS_SPANS_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64())]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenization.reader import TokenShards
-from tokenization.tokenizer import load_tokenizer
+from refinery.tokenization.reader import TokenShards
+from refinery.tokenization.tokenizer import load_tokenizer
 
 
 def split_folders(path: str | Path) -> list[Path]:

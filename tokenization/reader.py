@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-
-from tokenization.shards import FORMAT_VERSION, shard_name
+from refinery.tokenization.shards import FORMAT_VERSION, shard_name
 
 
 class ShardError(ValueError):

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from corpora.conversations import ASSISTANT_ROLES
-from tokenization.chat import render_chat
+from refinery.corpora.conversations import ASSISTANT_ROLES
+from refinery.tokenization.chat import render_chat
 
 
 class TemplateError(ValueError):

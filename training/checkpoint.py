@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from refinery.training.model import GPT, LSTM, GPTConfig, LSTMConfig, architecture_of, build_model
 from safetensors.torch import load_model, save_model
-
-from training.model import GPT, LSTM, GPTConfig, LSTMConfig, architecture_of, build_model
 
 FORMAT_VERSION = 1
 STEP_FOLDER = re.compile(r"^step-(\d+)$")

@@ -59,11 +59,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train from parsed arguments; 0 on success, 2 with a message on a configuration or data error."""
-    from tokenization.reader import ShardError
-    from tokenization.tokenizer import TokenizerError
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError, load_train_config
-    from training.train import TrainingError, train
+    from refinery.tokenization.reader import ShardError
+    from refinery.tokenization.tokenizer import TokenizerError
+    from refinery.training.checkpoint import CheckpointError
+    from refinery.training.config import ConfigError, load_train_config
+    from refinery.training.train import TrainingError, train
 
     overrides = {option: getattr(args, option) for _, option, _ in FLAGS if getattr(args, option) is not None}
     overrides.update(dict(args.settings))

@@ -21,8 +21,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
-
-from training.model import ARCHITECTURES, GPTConfig, LSTMConfig
+from refinery.training.model import ARCHITECTURES, GPTConfig, LSTMConfig
 
 PATH_FIELDS = ("data", "out", "init", "resume")
 

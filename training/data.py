@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from tokenization.reader import ShardError, TokenShards
-from tokenization.tokenizer import fingerprint, load_tokenizer
+from refinery.tokenization.reader import ShardError, TokenShards
+from refinery.tokenization.tokenizer import fingerprint, load_tokenizer
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # inputs, targets, loss mask of the targets
 VALIDATION_STREAM = 1 << 30  # keeps validation generators apart from the step generators

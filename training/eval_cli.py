@@ -78,8 +78,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from tokenization.tokenizer import load_tokenizer
-    from training.checkpoint import load_checkpoint, read_config
+    from refinery.tokenization.tokenizer import load_tokenizer
+    from refinery.training.checkpoint import load_checkpoint, read_config
 
     model, _, tokenizer_path = load_checkpoint(args.checkpoint, args.device)
     return model, load_tokenizer(tokenizer_path), read_config(args.checkpoint)[1]
@@ -87,7 +87,7 @@ def _load(args: argparse.Namespace):
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Every evaluation the arguments ask for, as one JSON-ready dict."""
-    from training.evaluate import load_task, score_multiple_choice, shard_perplexity, text_perplexity
+    from refinery.training.evaluate import load_task, score_multiple_choice, shard_perplexity, text_perplexity
 
     model, tokenizer, info = _load(args)
     eos = info["special_ids"]["eos"]
@@ -104,7 +104,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         items = load_task(task, args.evals_dir, args.limit)
         results["tasks"][task] = score_multiple_choice(model, tokenizer, items, eos, args.batch_size).as_dict()
     if args.instructions:
-        from training.sft_eval import evaluate_instructions, read_instructions
+        from refinery.training.sft_eval import evaluate_instructions, read_instructions
 
         conversations = read_instructions(args.instructions, args.skip, args.limit)
         result = evaluate_instructions(model, tokenizer, conversations, args.max_new_tokens)
@@ -125,9 +125,9 @@ def _print_results(results: dict) -> None:
 
 
 def _errors() -> tuple[type[Exception], ...]:
-    from tokenization.reader import ShardError
-    from tokenization.tokenizer import TokenizerError
-    from training.checkpoint import CheckpointError
+    from refinery.tokenization.reader import ShardError
+    from refinery.tokenization.tokenizer import TokenizerError
+    from refinery.training.checkpoint import CheckpointError
 
     return CheckpointError, ShardError, TokenizerError, FileNotFoundError, ValueError, ImportError
 
@@ -149,7 +149,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from training.generate import generate, is_chat_model
+    from refinery.training.generate import generate, is_chat_model
 
     try:
         model, tokenizer, info = _load(args)
@@ -167,7 +167,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from training.export import export_llama
+    from refinery.training.export import export_llama
 
     try:
         out = export_llama(args.checkpoint, args.out, args.dtype)

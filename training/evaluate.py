@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from refinery.corpora.evalsets import hellaswag_rows
+from refinery.tokenization.reader import TokenShards
+from refinery.training.data import split_folder
+from refinery.training.model import GPT, LSTM
 from tokenizers import Tokenizer
-
-from corpora.evalsets import hellaswag_rows
-from tokenization.reader import TokenShards
-from training.data import split_folder
-from training.model import GPT, LSTM
 
 # Where each task's file sits in an llm-foundry `local_data` folder (and HellaSwag beside it as plain text).
 TASK_FILES = {

@@ -20,13 +20,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from refinery.tokenization.chat import END, ROLE_MARKERS
+from refinery.tokenization.tokenizer import load_tokenizer
+from refinery.training.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
+from refinery.training.generate import is_chat_model
+from refinery.training.model import GPT, GPTConfig
 from safetensors.torch import save_file
-
-from tokenization.chat import END, ROLE_MARKERS
-from tokenization.tokenizer import load_tokenizer
-from training.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
-from training.generate import is_chat_model
-from training.model import GPT, GPTConfig
 
 # Our names inside a block -> Llama's inside model.layers.N
 BLOCK_NAMES = {

@@ -15,11 +15,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from refinery.tokenization.chat import ROLE_MARKERS
+from refinery.training.generate import generate
+from refinery.training.model import GPT, LSTM
 from tokenizers import Tokenizer
-
-from tokenization.chat import ROLE_MARKERS
-from training.generate import generate
-from training.model import GPT, LSTM
 
 
 @dataclass

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from refinery.training.checkpoint import checkpoint_folder, load_train_state, load_weights, read_config, save_checkpoint
+from refinery.training.config import ConfigError, TrainConfig, model_config_for
+from refinery.training.data import TrainingData
+from refinery.training.ddp import Distributed, all_gather_floats, all_reduce_mean, init_distributed, shutdown
+from refinery.training.logs import TrainingLog
+from refinery.training.model import GPT, LSTM, GPTConfig, LSTMConfig, build_model, count_parameters
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
-
-from training.checkpoint import checkpoint_folder, load_train_state, load_weights, read_config, save_checkpoint
-from training.config import ConfigError, TrainConfig, model_config_for
-from training.data import TrainingData
-from training.ddp import Distributed, all_gather_floats, all_reduce_mean, init_distributed, shutdown
-from training.logs import TrainingLog
-from training.model import GPT, LSTM, GPTConfig, LSTMConfig, build_model, count_parameters
 
 
 class TrainingError(RuntimeError):

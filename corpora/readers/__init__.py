@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-
-from corpora.readers import hf, instructions, jsonl, parquet, text, warc, wikipedia
-from corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask
-from corpora.records import DOCUMENT_SCHEMA
+from refinery.corpora.readers import hf, instructions, jsonl, parquet, text, warc, wikipedia
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask
+from refinery.corpora.records import DOCUMENT_SCHEMA
 
 FORMATS = {"jsonl": jsonl, "parquet": parquet, "text": text, "hf": hf, "wikipedia": wikipedia, "warc": warc,
            "instructions": instructions, **instructions.NAMED_READERS}

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
-
-from corpora.records import (
+from refinery.corpora.records import (
     DOCUMENT_SCHEMA,
     QUARANTINE_SCHEMA,
     document_table,

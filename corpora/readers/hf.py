@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask, RecordBuilder
-from corpora.readers.rows import add_rows
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask, RecordBuilder
+from refinery.corpora.readers.rows import add_rows
 
 
 def is_dataset_folder(path: str | Path) -> bool:

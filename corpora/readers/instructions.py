@@ -22,8 +22,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import pyarrow as pa
-
-from corpora.conversations import (
+from refinery.corpora.conversations import (
     NORMALISERS,
     NotAConversation,
     count_turns,
@@ -33,8 +32,8 @@ from corpora.conversations import (
     nest_messages,
     transcript,
 )
-from corpora.readers import jsonl
-from corpora.readers.base import (
+from refinery.corpora.readers import jsonl
+from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
     DamagedStream,
     InputError,
@@ -47,7 +46,7 @@ from corpora.readers.base import (
     open_binary,
     read_whole,
 )
-from corpora.records import (
+from refinery.corpora.records import (
     DOCUMENT_SCHEMA,
     MESSAGE_TYPE,
     document_table,

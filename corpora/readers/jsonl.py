@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
-
-from corpora.readers.base import (
+from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
     DamagedStream,
     ReadBatch,

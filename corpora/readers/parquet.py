@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow.parquet as pq
-
-from corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, ReadTask, RecordBuilder
-from corpora.readers.rows import add_rows
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, ReadTask, RecordBuilder
+from refinery.corpora.readers.rows import add_rows
 
 
 def plan(path: str, task_size: int) -> list[tuple[int, int | None]]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
-
-from corpora.readers.base import InputError, ReadBatch, RecordBuilder
+from refinery.corpora.readers.base import InputError, ReadBatch, RecordBuilder
 
 
 def add_rows(builder: RecordBuilder, batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[ReadBatch]:

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Iterator
 
-from corpora.readers.base import (
+from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
     DamagedStream,
     InputError,

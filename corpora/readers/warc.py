@@ -26,11 +26,10 @@ from datetime import datetime
 
 import pyarrow as pa
 from fastwarc.warc import WarcRecord
-
-from corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, ReadTask, RecordBuilder
-from corpora.readers.charset import decode_page
-from corpora.readers.warc_framing import Damaged, Framed, frame_records
-from corpora.records import DOCUMENT_SCHEMA, document_table, encode_meta, position_id, quarantine_table
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, ReadTask, RecordBuilder
+from refinery.corpora.readers.charset import decode_page
+from refinery.corpora.readers.warc_framing import Damaged, Framed, frame_records
+from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, encode_meta, position_id, quarantine_table
 
 SCHEMA = pa.schema(
     list(DOCUMENT_SCHEMA)

@@ -33,10 +33,9 @@ from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask, open_binary
-from corpora.records import DOCUMENT_SCHEMA, document_table, position_id, quarantine_table
-from corpora.wikitext import HIDDEN_LINK_NAMESPACES, to_plain_text
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask, open_binary
+from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, position_id, quarantine_table
+from refinery.corpora.wikitext import HIDDEN_LINK_NAMESPACES, to_plain_text
 
 SCHEMA = DOCUMENT_SCHEMA.append(pa.field("title", pa.string())).append(
     pa.field("revision_timestamp", pa.timestamp("s", tz="UTC"))

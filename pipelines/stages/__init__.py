@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from pipelines.stages.base import GlobalStage, MapStage, RunContext, Stage, StageConfig
+from refinery.pipelines.stages.base import GlobalStage, MapStage, RunContext, Stage, StageConfig
 
 STAGES: dict[str, type[Stage]] = {}
 
@@ -22,7 +22,8 @@ def register(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+# Sub-packages (text/, neardup/) hold helpers that only stages use; they register nothing.
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg):
     if _module != "base":
         importlib.import_module(f"{__name__}.{_module}")
 

@@ -9,10 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-
-from pipelines import textstats
-from pipelines.stages import register
-from pipelines.stages.signals import Languages, Measured, SignalFilter, SignalFilterConfig, above, below
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.signals import Languages, Measured, SignalFilter, SignalFilterConfig, above, below
+from refinery.pipelines.stages.text import textstats
 
 CITATION = r"\[[0-9]*\]|\[edit\]|\[citation needed\]"
 POLICY_PHRASES = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]

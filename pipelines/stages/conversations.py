@@ -14,10 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
-
-from corpora.conversations import ASSISTANT_ROLES
-from pipelines.stages import register
-from pipelines.stages.base import (
+from refinery.corpora.conversations import ASSISTANT_ROLES
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,
     MapStage,
     RunContext,
@@ -25,9 +24,9 @@ from pipelines.stages.base import (
     StageResult,
     split_by_reason,
 )
-from pipelines.stages.filters import first_reason
-from tokenization.chat import LOSS_SPANS_TYPE
-from tokenization.templates import BUILT_IN, TemplateError, get_template
+from refinery.pipelines.stages.filters import first_reason
+from refinery.tokenization.chat import LOSS_SPANS_TYPE
+from refinery.tokenization.templates import BUILT_IN, TemplateError, get_template
 
 _NEGATION_EN = (r"(?:do not|don't|don’t|cannot|can't|can’t|am not|'m not|’m not|am unable|'m unable|’m unable|"
                 r"have no|lack)")

@@ -18,11 +18,17 @@ from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field
-
-from corpora.evalsets import FORMATS, EvalSetError, benchmark_name, detect_format, eval_files, load_eval_set
-from pipelines.ngram_index import EvalIndex
-from pipelines.stages import register
-from pipelines.stages.base import DEFAULT_CONTEXT, MapStage, RunContext, StageConfig, StageResult, split_by_reason
+from refinery.corpora.evalsets import FORMATS, EvalSetError, benchmark_name, detect_format, eval_files, load_eval_set
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import (
+    DEFAULT_CONTEXT,
+    MapStage,
+    RunContext,
+    StageConfig,
+    StageResult,
+    split_by_reason,
+)
+from refinery.pipelines.stages.text.ngram_index import EvalIndex
 
 _INDEXES: dict[tuple, EvalIndex] = {}  # one per process and evaluation setup
 

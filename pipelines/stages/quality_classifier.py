@@ -19,9 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-
-from pipelines.stages import register
-from pipelines.stages.base import (
+from refinery.pipelines.engine.layout import read_json, write_json
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,
     GlobalStage,
     MapStage,
@@ -30,9 +30,8 @@ from pipelines.stages.base import (
     StageResult,
     split_by_reason,
 )
-from pipelines.stages.filters import first_reason
-from pipelines.stages.langid import LABEL_PREFIX, load_model
-from pipelines.storage import read_json, write_json
+from refinery.pipelines.stages.filters import first_reason
+from refinery.pipelines.stages.langid import LABEL_PREFIX, load_model
 
 SCORE_COLUMN = "quality_score"
 

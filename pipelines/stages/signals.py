@@ -15,10 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, ValidationError, ValidationInfo, model_validator
-
-from pipelines import textstats
-from pipelines.stages.base import MapStage, StageConfig, StageResult, split_by_reason
-from pipelines.stages.filters import first_reason
+from refinery.pipelines.stages.base import MapStage, StageConfig, StageResult, split_by_reason
+from refinery.pipelines.stages.filters import first_reason
+from refinery.pipelines.stages.text import textstats
 
 UNSPACED = {"zh", "ja", "wuu", "yue", "lzh"}
 Signal = np.ndarray  # one value per row; NaN where undefined (written as null)

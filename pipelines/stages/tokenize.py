@@ -12,13 +12,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import GlobalStage, StageConfig, StageResult
+from refinery.pipelines.stages.dedup import hash64
+from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
+from refinery.tokenization.tokenizer import load_tokenizer, special_ids, train_bpe
 from tokenizers import Tokenizer
-
-from pipelines.stages import register
-from pipelines.stages.base import GlobalStage, StageConfig, StageResult
-from pipelines.stages.dedup import hash64
-from tokenization.builder import SplitPlan, encode_documents, write_token_splits
-from tokenization.tokenizer import load_tokenizer, special_ids, train_bpe
 
 SAMPLE_SCHEMA = pa.schema([("hash", pa.int64()), ("ord", pa.int64()), ("text", pa.string())])
 

@@ -9,10 +9,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-
-from pipelines.stages import register
-from pipelines.stages.base import DEFAULT_CONTEXT, MapStage, RunContext, StageConfig, StageResult, split_by_reason
-from pipelines.stages.filters import first_reason
+from refinery.pipelines.stages import register
+from refinery.pipelines.stages.base import (
+    DEFAULT_CONTEXT,
+    MapStage,
+    RunContext,
+    StageConfig,
+    StageResult,
+    split_by_reason,
+)
+from refinery.pipelines.stages.filters import first_reason
 
 DEFAULT_BLOCKLIST = Path(__file__).parent / "data" / "default_blocklist.txt"
 DEFAULT_LIST_NAME = "default"

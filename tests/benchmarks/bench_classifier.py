@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from corpora.records import document_table
-from pipelines.classifier import train
-from pipelines.classifier_cli import InputSpec
-from pipelines.stages.langid import load_model
-from pipelines.stages.quality_classifier import QualityClassifier, QualityClassifierConfig, classifier_text
+from refinery.corpora.records import document_table
+from refinery.pipelines.commands.classifier import InputSpec
+from refinery.pipelines.commands.classifier_train import train
+from refinery.pipelines.stages.langid import load_model
+from refinery.pipelines.stages.quality_classifier import QualityClassifier, QualityClassifierConfig, classifier_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-
-from corpora.evalsets import eval_files, load_eval_set
-from pipelines.ngram_index import EvalIndex
-from pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
+from refinery.corpora.evalsets import eval_files, load_eval_set
+from refinery.pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
+from refinery.pipelines.stages.text.ngram_index import EvalIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 _FOLD = re.compile(r"[^\w]+|_")

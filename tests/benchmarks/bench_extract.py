@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow.parquet as pq
+from refinery.corpora.records import document_table
+from refinery.pipelines.stages.extract import Extract, ExtractConfig
 from trafilatura.utils import decode_file
-
-from corpora.records import document_table
-from pipelines.stages.extract import Extract, ExtractConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
@@ -129,7 +128,7 @@ def write_recipe(path: Path, inputs: list[str], mode: str, output: Path, fmt: st
 def refinery_command() -> list[str]:
     # The console script of this interpreter (a version manager's shim on PATH would add its own start-up).
     beside = Path(sys.executable).parent / "refinery"
-    return [str(beside)] if beside.exists() else [sys.executable, "-m", "pipelines.cli"]
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "refinery.pipelines"]
 
 
 class Timed(NamedTuple):

@@ -111,9 +111,9 @@ def main() -> int:
     parser.add_argument("--skip-in-process", action="store_true", help="do not time run_recipe in-process")
     args = parser.parse_args()
 
-    from pipelines.engine import run_recipe
-    from pipelines.recipe import load_recipe
-    from pipelines.storage import PARQUET_OPTIONS
+    from refinery.pipelines.engine.layout import PARQUET_OPTIONS
+    from refinery.pipelines.engine.recipe import load_recipe
+    from refinery.pipelines.engine.run import run_recipe
 
     paths, total_bytes, total_lines = build_inputs(args.work, args.scale, args.files, args.make_docs)
     mb = total_bytes / 1e6
@@ -125,7 +125,7 @@ def main() -> int:
     write_recipe(paths, runs / "refinery", recipe)
     # The console script of this interpreter (a version manager's shim on PATH would add its own start-up).
     beside = Path(sys.executable).parent / "refinery"
-    command = [str(beside)] if beside.exists() else [sys.executable, "-m", "pipelines.cli"]
+    command = [str(beside)] if beside.exists() else [sys.executable, "-m", "refinery.pipelines"]
 
     def cli(recipe_path: Path) -> list[str]:
         return [*command, "run", str(recipe_path), "--workers", str(args.workers), "--force", "--quiet"]
@@ -164,9 +164,9 @@ def main() -> int:
 
     # One task on one core: the first byte range of the first file, read and written in this process (pyarrow
     # with use_threads=False): the per-byte cost of each side, without start-up, pools or other processes.
-    from corpora.readers import plan_input, read_task
-    from corpora.records import DOCUMENT_SCHEMA
-    from pipelines.storage import AtomicParquetWriter
+    from refinery.corpora.readers import plan_input, read_task
+    from refinery.corpora.records import DOCUMENT_SCHEMA
+    from refinery.pipelines.engine.layout import AtomicParquetWriter
 
     task = plan_input(str(paths[0]), ROOT, load_recipe(recipe).recipe.task_size)[0]
     with open(paths[0], "rb") as stream:

@@ -24,9 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-
-from corpora.records import document_table
-from pipelines.stages.langid import LangId, LangIdConfig, load_model
+from refinery.corpora.records import document_table
+from refinery.pipelines.stages.langid import LangId, LangIdConfig, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH_ROWS = 4096

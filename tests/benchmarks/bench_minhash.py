@@ -40,11 +40,10 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import datatrove_baseline as dtb  # noqa: E402  (the shared anchor scripts)
 import make_bench_docs as mbd  # noqa: E402
-
-from pipelines.engine import run_recipe  # noqa: E402
-from pipelines.neardup.shingles import document_shingles  # noqa: E402
-from pipelines.recipe import load_recipe  # noqa: E402
-from pipelines.stages.minhash import MinhashDedup, MinhashDedupConfig  # noqa: E402
+from refinery.pipelines.engine.recipe import load_recipe  # noqa: E402
+from refinery.pipelines.engine.run import run_recipe  # noqa: E402
+from refinery.pipelines.stages.minhash import MinhashDedup, MinhashDedupConfig  # noqa: E402
+from refinery.pipelines.stages.neardup.shingles import document_shingles  # noqa: E402
 
 BATCH_ROWS = 4096
 
@@ -80,16 +79,16 @@ def write_recipe(work: Path, name: str, docs: Path, stage: dict, task_size: str 
 def cli_run(recipe: Path, workers: int) -> float:
     """Wall seconds of `refinery run --force` in a fresh process (start-up included)."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(recipe), "--workers", str(workers), "--force",
-                    "--quiet"], check=True, cwd=ROOT, capture_output=True)
+    subprocess.run([sys.executable, "-m", "refinery.pipelines", "run", str(recipe), "--workers", str(workers),
+                    "--force", "--quiet"], check=True, cwd=ROOT, capture_output=True)
     return time.perf_counter() - started
 
 
 def in_process_run(recipe: Path, workers: int) -> float:
     """Wall seconds of the engine's run in this process: start-up and imports excluded, as datatrove's `run_s`
     (its `executor.run()`) excludes them."""
-    from pipelines.engine import run_recipe
-    from pipelines.recipe import load_recipe
+    from refinery.pipelines.engine.recipe import load_recipe
+    from refinery.pipelines.engine.run import run_recipe
 
     started = time.perf_counter()
     run_recipe(load_recipe(recipe), workers=workers, force=True, progress=False)
@@ -265,9 +264,8 @@ def part_cjk(args, docs_path: Path, work: Path, log) -> dict:
     characters replaced stays, for n = 2..6, on the bench's Chinese poetry pieces."""
     import random
 
+    from refinery.pipelines.stages.neardup.shingles import char_tokens, normalise, shingle_sets
     from scipy.sparse import csr_matrix
-
-    from pipelines.neardup.shingles import char_tokens, normalise, shingle_sets
 
     docs = [d for d in map(json.loads, open(docs_path, encoding="utf-8"))
             if d["metadata"]["source"].startswith("chinese-poetry")]

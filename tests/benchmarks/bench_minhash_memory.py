@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 RESOLVE_CHILD = """
 import json, sys, time
 from pathlib import Path
-from pipelines.recipe import load_recipe
-from pipelines.stages.minhash import MinhashDedup
+from refinery.pipelines.engine.recipe import load_recipe
+from refinery.pipelines.stages.minhash import MinhashDedup
 def status(key):  # MB
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key + ":")) / 1024
 recipe, workdir = load_recipe(sys.argv[1]), Path(sys.argv[2])
@@ -74,7 +74,7 @@ def write_recipe(work: Path, name: str, docs: Path, limit: str) -> Path:
 
 def run_cli(recipe: Path) -> dict:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(recipe), "--workers", "2", "--force",
+    done = subprocess.run([sys.executable, "-m", "refinery.pipelines", "run", str(recipe), "--workers", "2", "--force",
                            "--quiet"], cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"run failed:\n{done.stderr[-3000:]}")

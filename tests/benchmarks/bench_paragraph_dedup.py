@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from corpora.readers import plan_input, read_task
-from pipelines.stages.paragraphs import ParagraphDedup, ParagraphDedupConfig
+from refinery.corpora.readers import plan_input, read_task
+from refinery.pipelines.stages.paragraphs import ParagraphDedup, ParagraphDedupConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

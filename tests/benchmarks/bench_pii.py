@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from corpora.readers import plan_input, read_task
-from corpora.records import document_table
-from pipelines.stages.pii import Pii, PiiConfig
+from refinery.corpora.readers import plan_input, read_task
+from refinery.corpora.records import document_table
+from refinery.pipelines.stages.pii import Pii, PiiConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH_ROWS = 4096

@@ -94,8 +94,7 @@ def datatrove_decisions(args: argparse.Namespace, work: Path) -> list[dict]:
 def our_decisions(texts: list[str]) -> tuple[list[bool], dict[str, list[str | None]], dict[int, str], dict]:
     """Our langid verdict (en, score >= 0.65), each filter's reason per document, C4's rewritten texts, timings."""
     import pyarrow as pa
-
-    from pipelines.stages import STAGES
+    from refinery.pipelines.stages import STAGES
 
     table = pa.table({"text": pa.array(texts, pa.string()), "row": pa.array(range(len(texts)), pa.int64())})
     labelled = STAGES["langid"](STAGES["langid"].Config()).process(table).kept
@@ -157,9 +156,8 @@ def write_inputs(docs: Path, work: Path) -> list[str]:
 
 def run_ours(work: Path, workers: int) -> float:
     import yaml
-
-    from pipelines.engine import run_recipe
-    from pipelines.recipe import load_recipe
+    from refinery.pipelines.engine.recipe import load_recipe
+    from refinery.pipelines.engine.run import run_recipe
 
     recipe = {"name": "quality-bench", "inputs": [{"path": str(work / "shards" / "*.jsonl")}],
               "stages": [{"langid": {"keep": ["en"], "min_score": 0.65}}, {"gopher_repetition": {}},
@@ -214,7 +212,7 @@ def main() -> int:
     parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()
     if args.lid_model is None:
-        from pipelines.stages.langid import bundled_model_path
+        from refinery.pipelines.stages.langid import bundled_model_path
 
         args.lid_model = str(bundled_model_path())
     if not args.docs.exists():

@@ -38,8 +38,8 @@ def recipe(paths: list[Path], stages: list, output: Path) -> Path:
 
 
 def timed_run(recipe_path: Path, workers: int) -> float:
-    from pipelines.engine import run_recipe
-    from pipelines.recipe import load_recipe
+    from refinery.pipelines.engine.recipe import load_recipe
+    from refinery.pipelines.engine.run import run_recipe
 
     started = time.perf_counter()
     run_recipe(load_recipe(recipe_path), workers=workers, force=True, progress=False)

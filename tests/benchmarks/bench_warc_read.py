@@ -60,8 +60,8 @@ def warcio_read(path: Path) -> int:
 
 
 def refinery_read(path: Path) -> int:
-    from corpora.readers import warc
-    from corpora.readers.base import ReadTask
+    from refinery.corpora.readers import warc
+    from refinery.corpora.readers.base import ReadTask
 
     return sum(batch.documents.num_rows for batch in warc.read(ReadTask("warc", str(path), path.name)))
 
@@ -118,8 +118,8 @@ def library_count(records: Iterator[bool]) -> str:
 
 
 def refinery_counts(path: Path) -> str:
-    from corpora.readers import warc
-    from corpora.readers.base import ReadTask
+    from refinery.corpora.readers import warc
+    from refinery.corpora.readers.base import ReadTask
 
     docs = bad = 0
     for batch in warc.read(ReadTask("warc", str(path), path.name)):
@@ -154,7 +154,7 @@ def main() -> int:
     recipe = args.work / "identity.yaml"
     recipe.write_text(f"name: bench-warc\ninputs:\n  - path: {path}\nstages: []\noutput: {args.work / 'run'}\n")
     command = shutil.which("refinery") or shutil.which("refinery", path=str(Path(sys.executable).parent))
-    cli = [command] if command else [sys.executable, "-m", "pipelines.cli"]
+    cli = [command] if command else [sys.executable, "-m", "refinery.pipelines"]
     cli += ["run", str(recipe), "--workers", str(args.workers), "--force", "--quiet"]
 
     def refinery_cli() -> int:

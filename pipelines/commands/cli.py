@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipelines import __version__
+from refinery.pipelines import __version__
 
 EPILOG = """examples:
   refinery demo                                   run the bundled recipe on bundled real samples
@@ -21,8 +21,8 @@ EPILOG = """examples:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.engine import describe_summary, run_recipe
-    from pipelines.recipe import load_recipe
+    from refinery.pipelines.engine.recipe import load_recipe
+    from refinery.pipelines.engine.run import describe_summary, run_recipe
 
     loaded = load_recipe(args.recipe)
     summary = run_recipe(loaded, workers=args.workers, force=args.force, progress=not args.quiet)
@@ -32,7 +32,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from pipelines import sql
+    from refinery.pipelines.commands import sql
 
     if args.query:
         sql.render(sql.query(args.run_dir, args.query), args.format, sys.stdout, args.output)
@@ -44,27 +44,27 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from pipelines.recipe import recipe_json_schema
+    from refinery.pipelines.engine.recipe import recipe_json_schema
 
     print(json.dumps(recipe_json_schema(), indent=2))
     return 0
 
 
 def _cmd_tokens(args: argparse.Namespace) -> int:
-    from tokenization.inspect import describe
+    from refinery.tokenization.inspect import describe
 
     print(describe(args.path))
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.cli import run_train
+    from refinery.training.cli import run_train
 
     return run_train(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pipelines.demo import run_demo
+    from refinery.pipelines.commands.demo import run_demo
 
     return run_demo(Path(args.output), workers=args.workers, force=args.force, train_steps=args.train_steps)
 
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--output", "-o", help="write the result to this file (required for parquet)")
     sql.set_defaults(fn=_cmd_sql)
 
-    from pipelines.fetch_command import add_fetch_arguments, run_fetch  # stdlib + tqdm only
+    from refinery.pipelines.commands.fetch import add_fetch_arguments, run_fetch  # stdlib + tqdm only
 
     fetch = commands.add_parser("fetch", help="download raw dumps (URLs, Common Crawl paths lists, Wikipedia)",
                                 description=(
@@ -119,14 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", help="RUN/tokens, or a split folder such as RUN/tokens/train")
     inspect.set_defaults(fn=_cmd_tokens)
 
-    from training.cli import DESCRIPTION as TRAIN_DESCRIPTION  # neither torch nor yaml at import time
-    from training.cli import add_train_arguments
+    from refinery.training.cli import DESCRIPTION as TRAIN_DESCRIPTION  # neither torch nor yaml at import time
+    from refinery.training.cli import add_train_arguments
 
     train = commands.add_parser("train", help="train a GPT or LSTM on token shards", description=TRAIN_DESCRIPTION)
     add_train_arguments(train)
     train.set_defaults(fn=_cmd_train)
 
-    from training.eval_cli import COMMANDS as MODEL_COMMANDS  # eval, generate, export; no torch at import
+    from refinery.training.eval_cli import COMMANDS as MODEL_COMMANDS  # eval, generate, export; no torch at import
 
     model_help = {"eval": "perplexity, multiple-choice accuracy, BLEU/ROUGE-L of a checkpoint",
                   "generate": "sample text from a checkpoint (chat template for instruction-tuned models)",
@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(command)
         command.set_defaults(fn=run)
 
-    from pipelines.classifier_cli import DESCRIPTION as CLASSIFIER_DESCRIPTION  # stdlib only
-    from pipelines.classifier_cli import add_arguments as add_classifier_arguments
+    from refinery.pipelines.commands.classifier import DESCRIPTION as CLASSIFIER_DESCRIPTION  # stdlib only
+    from refinery.pipelines.commands.classifier import add_arguments as add_classifier_arguments
 
     classifier = commands.add_parser("classifier", help="train a fastText quality classifier",
                                      description=CLASSIFIER_DESCRIPTION)
@@ -154,14 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from corpora.fetch import FetchError
-    from corpora.readers import InputError
-    from pipelines.engine import RunError
-    from pipelines.executor import TaskFailed
-    from pipelines.recipe import RecipeError
-    from pipelines.sql import SqlError
-    from tokenization.reader import ShardError
-    from tokenization.tokenizer import TokenizerError
+    from refinery.corpora.fetch import FetchError
+    from refinery.corpora.readers import InputError
+    from refinery.pipelines.commands.sql import SqlError
+    from refinery.pipelines.engine.executors.local import TaskFailed
+    from refinery.pipelines.engine.recipe import RecipeError
+    from refinery.pipelines.engine.run import RunError
+    from refinery.tokenization.reader import ShardError
+    from refinery.tokenization.tokenizer import TokenizerError
 
     args = build_parser().parse_args(argv)
     try:

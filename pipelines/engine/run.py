@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from refinery.corpora.readers import InputError, ReadTask, document_schema, plan_input
+from refinery.pipelines.engine.executors.local import LocalExecutor
+from refinery.pipelines.engine.layout import RunLayout, read_json, write_json
+from refinery.pipelines.engine.recipe import LoadedRecipe
+from refinery.pipelines.engine.segments import Segment, TaskJob, plan_segments, run_task
+from refinery.pipelines.engine.stats import merge
+from refinery.pipelines.stages import STAGES
+from refinery.pipelines.stages.base import RunContext
 from tqdm import tqdm
-
-from corpora.readers import InputError, ReadTask, document_schema, plan_input
-from pipelines.executor import LocalExecutor
-from pipelines.recipe import LoadedRecipe
-from pipelines.segments import Segment, TaskJob, plan_segments, run_task
-from pipelines.stages import STAGES
-from pipelines.stages.base import RunContext
-from pipelines.stats import merge
-from pipelines.storage import RunLayout, read_json, write_json
 
 FORMAT_VERSION = 1
 
@@ -63,8 +62,7 @@ def plan_tasks(loaded: LoadedRecipe) -> list[ReadTask]:
 def _versions() -> dict[str, str]:
     import duckdb
     import pyarrow
-
-    from pipelines import __version__
+    from refinery.pipelines import __version__
 
     return {"refinery": __version__, "python": platform.python_version(), "pyarrow": pyarrow.__version__,
             "duckdb": duckdb.__version__}

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.compute as pc
-
-from pipelines.textstats import Pieces, to_numpy
+from refinery.pipelines.stages.text.textstats import Pieces, to_numpy
 
 
 class NGrams:

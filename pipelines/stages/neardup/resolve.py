@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from pipelines.neardup import lsh
-from pipelines.neardup.setstore import Sets, SetStore, jaccard, pair_jaccard, read_sets
-from pipelines.neardup.unionfind import components
-from pipelines.storage import AtomicParquetWriter, read_json, temp_name, write_json
+from refinery.pipelines.engine.layout import AtomicParquetWriter, read_json, temp_name, write_json
+from refinery.pipelines.stages.neardup import lsh
+from refinery.pipelines.stages.neardup.setstore import Sets, SetStore, jaccard, pair_jaccard, read_sets
+from refinery.pipelines.stages.neardup.unionfind import components
 
 DECISION_SCHEMA = pa.schema([("ord", pa.int64()), ("duplicate_of", pa.string()), ("cluster_id", pa.string()),
                              ("cluster_size", pa.int64())])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pipelines.engine import describe_summary, run_recipe
-from pipelines.recipe import LoadedRecipe, load_recipe
+from refinery.pipelines.engine.recipe import LoadedRecipe, load_recipe
+from refinery.pipelines.engine.run import describe_summary, run_recipe
 
 HERE = Path(__file__).parent
 RECIPE = HERE / "recipe.yaml"
@@ -16,8 +16,8 @@ SFT_RECIPE = HERE / "sft.yaml"
 
 def _train(data: Path, out: Path, steps: int, init: Path | None = None) -> str:
     """Train on the CPU (pretraining, or SFT from `init`); one line comparing the loss with the baseline."""
-    from training.config import TrainConfig  # torch is imported only when the demo trains
-    from training.train import train
+    from refinery.training.config import TrainConfig  # torch is imported only when the demo trains
+    from refinery.training.train import train
 
     shutil.rmtree(out, ignore_errors=True)  # a rerun of the demo trains afresh (the recipes resume)
     model = {"init": str(init)} if init else {"size": "tiny"}
@@ -31,10 +31,10 @@ def _train(data: Path, out: Path, steps: int, init: Path | None = None) -> str:
 
 def _evaluate(pretrained: Path, tuned: Path, web_tokens: Path, sft_tokens: Path, question: str) -> str:
     """Validation perplexity of both models on both kinds of data, and the tuned model's answer to a question."""
-    from tokenization.tokenizer import fingerprint, load_tokenizer
-    from training.checkpoint import load_checkpoint
-    from training.evaluate import shard_perplexity
-    from training.generate import generate
+    from refinery.tokenization.tokenizer import fingerprint, load_tokenizer
+    from refinery.training.checkpoint import load_checkpoint
+    from refinery.training.evaluate import shard_perplexity
+    from refinery.training.generate import generate
 
     lines = []
     for label, checkpoint in (("pretrained", pretrained), ("instruction-tuned", tuned)):

@@ -15,8 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from pipelines.storage import temp_name
+from refinery.pipelines.engine.layout import temp_name
 
 READ_ROWS = 2048  # signature rows read at a time while copying
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from corpora.fetch import DEFAULT_PREFIX, fetch, read_checksums
+from refinery.corpora.fetch import DEFAULT_PREFIX, fetch, read_checksums
 
 
 def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import xxhash
-
-from pipelines.neardup.shingles import ShingleSets, fmix64
+from refinery.pipelines.stages.neardup.shingles import ShingleSets, fmix64
 
 # Elements of the [num_perm × shingles] work matrix per chunk (8 bytes each): 4 MiB stays in cache.
 CHUNK_ELEMENTS = 1 << 19

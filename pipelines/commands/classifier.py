@@ -85,7 +85,7 @@ def run_train_command(args: argparse.Namespace) -> int:
     if args.max_docs < 1:
         print(f"error: --max-docs must be at least 1, got {args.max_docs}", file=sys.stderr)
         return 2
-    from pipelines.classifier import describe, train
+    from refinery.pipelines.commands.classifier_train import describe, train
 
     try:
         report = train(args.positive, args.negative, args.output, Path.cwd(), args.max_docs, args.heldout,

@@ -12,8 +12,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-
-from corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
+from refinery.corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 
 FORMATS = ("table", "csv", "json", "parquet")
 # Statements that only read. Anything else (COPY, CREATE, INSERT, ATTACH, SET, ...) is refused.

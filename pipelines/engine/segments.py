@@ -21,14 +21,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from corpora.readers import ReadBatch, ReadTask, read_task
-from corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
-from pipelines.recipe import StageSpec
-from pipelines.stages import STAGES, GlobalStage, MapStage
-from pipelines.stages.base import RunContext, StageResult
-from pipelines.stats import StageCounter
-from pipelines.storage import AtomicParquetWriter, RunLayout, part_name, temp_name, write_json
+from refinery.corpora.readers import ReadBatch, ReadTask, read_task
+from refinery.corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
+from refinery.pipelines.engine.layout import AtomicParquetWriter, RunLayout, part_name, temp_name, write_json
+from refinery.pipelines.engine.recipe import StageSpec
+from refinery.pipelines.engine.stats import StageCounter
+from refinery.pipelines.stages import STAGES, GlobalStage, MapStage
+from refinery.pipelines.stages.base import RunContext, StageResult
 
 # Ordinals number every document of a segment's output: task index in the high bits, row in the low.
 ORDINAL_TASK_SHIFT = 32

@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from corpora.readers import ReadBatch, plan_input, read_task
-from pipelines.classifier_cli import InputSpec
-from pipelines.stages.quality_classifier import LABEL_PREFIX, classifier_text, positive_probabilities
-from pipelines.storage import temp_name, write_json
+from refinery.corpora.readers import ReadBatch, plan_input, read_task
+from refinery.pipelines.commands.classifier import InputSpec
+from refinery.pipelines.engine.layout import temp_name, write_json
+from refinery.pipelines.stages.quality_classifier import LABEL_PREFIX, classifier_text, positive_probabilities
 
 POSITIVE_LABEL, NEGATIVE_LABEL = "hq", "lq"
 # Fixed hyper-parameters. fastText 0.9.2 initialises its input matrix in ten blocks, one per thread: fewer than

@@ -1,0 +1,1 @@
+"""Executors run a pass's tasks: see base.py for the contract."""
