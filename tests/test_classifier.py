@@ -151,12 +151,12 @@ def test_top_fraction_ties_and_nulls_follow_input_order(tmp_path):
     stage = QualityTopFraction(TopFractionConfig(fraction=0.5, column="score"))
     docs = pa.table({"id": list("abcdef"), "score": pa.array([0.5, None, 0.5, 0.9, float("nan"), 0.5], pa.float32())})
     ordinals = pa.array(range(6), pa.int64())
-    pq.write_table(stage.signatures(docs, ordinals), tmp_path / "part-0.parquet")
-    stage.resolve([tmp_path / "part-0.parquet"], tmp_path)
+    pq.write_table(stage.collect(docs, ordinals), tmp_path / "part-0.parquet")
+    stage.finish([tmp_path / "part-0.parquet"], tmp_path)
     kept = stage.apply(docs, ordinals, stage.load_decisions(tmp_path, 0, 5)).kept
     assert kept.column("id").to_pylist() == ["a", "c", "d"]  # 0.9, then the first two of the three 0.5s
     with pytest.raises(ValueError, match="no column 'quality_score'.*put quality_classifier"):
-        QualityTopFraction(TopFractionConfig(fraction=0.5)).signatures(docs, ordinals)
+        QualityTopFraction(TopFractionConfig(fraction=0.5)).collect(docs, ordinals)
 
 
 def test_recipe_without_the_model_stops_before_any_work(write_recipe, data_dir):

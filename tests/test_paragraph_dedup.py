@@ -128,9 +128,9 @@ def test_rewrite_keeps_paragraph_separators(data_dir):
 
 def test_empty_corpus_and_signatures(data_dir):
     stage = ParagraphDedup(ParagraphDedupConfig(unit="paragraph"))
-    empty = stage.signatures(pa.table({"text": pa.array([], pa.string())}), pa.array([], pa.int64()))
+    empty = stage.collect(pa.table({"text": pa.array([], pa.string())}), pa.array([], pa.int64()))
     assert empty.num_rows == 0
     text = (data_dir / "text/tinyshakespeare.txt").read_text()[:2000]
-    sig = stage.signatures(pa.table({"text": [text, None]}), pa.array([7, 8], pa.int64()))
+    sig = stage.collect(pa.table({"text": [text, None]}), pa.array([7, 8], pa.int64()))
     assert set(sig.column("ord").to_pylist()) == {7}  # a null text has no units
     assert sig.num_rows == sum(1 for p in re.split(r"\n\s*\n", text) if len(_key(p)) >= 10)

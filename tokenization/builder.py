@@ -9,7 +9,6 @@ boundaries or worker count), and streams the documents into shards in that order
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,10 +18,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from refinery.tokenization.chat import loss_mask
-from refinery.tokenization.shards import ShardWriter, dtype_for
-from refinery.tokenization.tokenizer import fingerprint, special_ids
 from tokenizers import Tokenizer
+
+from refinery.corpora.atomic import atomic_path
+from refinery.tokenization.chat import loss_mask
+from refinery.tokenization.shards import SPLITS, ShardWriter, TokenLayout, dtype_for
+from refinery.tokenization.tokenizer import fingerprint, special_ids
 
 
 def encoded_schema(vocab_size: int, with_mask: bool = False) -> pa.Schema:
@@ -115,20 +116,19 @@ def write_token_splits(
     flats, masks, rows = _flatten(encoded_files, workdir)
     ids = special_ids(tokenizer, eos_token)
     base_meta = {"vocab_size": tokenizer.get_vocab_size(), "special_ids": ids,
-                 "tokenizer_fingerprint": fingerprint(tokenizer), "tokenizer": "../tokenizer.json",
+                 "tokenizer_fingerprint": fingerprint(tokenizer), "tokenizer": TokenLayout.TOKENIZER_FROM_SPLIT,
                  "seed": plan.seed, "shuffle": plan.shuffle, "weights": plan.weights,
                  "validation_fraction": plan.validation_fraction}
-    order: dict[str, list[tuple]] = {"train": [], "validation": []}
+    order: dict[str, list[tuple]] = {split: [] for split in SPLITS}
     tokens_in: Counter[str] = Counter()
     for position, row in enumerate(rows):
         tokens_in[row["source"]] += row["length"]
         for copy in range(plan.copies(row["doc_id"], row["source"])):
             key = unit_hash("shuffle", plan.seed, row["doc_id"], copy) if plan.shuffle else position
             order[plan.split(row["doc_id"])].append((key, position, copy))
-    tokens_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tokens_dir / ".tokenizer.json.tmp"
-    tokenizer.save(str(tmp))
-    os.replace(tmp, tokens_dir / "tokenizer.json")
+    layout = TokenLayout(tokens_dir)
+    with atomic_path(layout.tokenizer) as tmp:
+        tokenizer.save(str(tmp))
     summary = {}
     for split, items in order.items():
         items.sort()
@@ -137,8 +137,8 @@ def write_token_splits(
             tokens_out[rows[position]["source"]] += rows[position]["length"]
         # Tokens this split takes from a source per token the source has: 2.0 = seen twice per pass over the split.
         epochs = {source: round(n / tokens_in[source], 4) for source, n in sorted(tokens_out.items())}
-        shutil.rmtree(tokens_dir / split, ignore_errors=True)  # a resumed finish starts the split afresh
-        writer = ShardWriter(tokens_dir / split, tokenizer.get_vocab_size(), plan.shard_tokens, masks is not None)
+        shutil.rmtree(layout.split(split), ignore_errors=True)  # a resumed finish starts the split afresh
+        writer = ShardWriter(layout.split(split), tokenizer.get_vocab_size(), plan.shard_tokens, masks is not None)
         for _key, position, copy in items:
             row = rows[position]
             doc_id = row["doc_id"] if copy == 0 else f"{row['doc_id']}#copy{copy}"

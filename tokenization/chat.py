@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+
 from refinery.tokenization.tokenizer import CHAT_ROLES
 
 # The `loss_spans` column a chat-template stage writes and `encode_documents` turns into loss masks.

@@ -21,11 +21,16 @@ EPILOG = """examples:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from refinery.pipelines.engine.executors import create_executor
     from refinery.pipelines.engine.recipe import load_recipe
     from refinery.pipelines.engine.run import describe_summary, run_recipe
 
     loaded = load_recipe(args.recipe)
-    summary = run_recipe(loaded, workers=args.workers, force=args.force, progress=not args.quiet)
+    executor = create_executor(args.executor, workers=args.workers)
+    try:
+        summary = run_recipe(loaded, force=args.force, progress=not args.quiet, executor=executor)
+    finally:
+        executor.close()
     print(describe_summary(summary))
     print(f'inspect: refinery sql {summary.run_dir} "SELECT * FROM stats"')
     return 0
@@ -69,6 +74,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.output), workers=args.workers, force=args.force, train_steps=args.train_steps)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="refinery",
@@ -83,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Run a recipe. A rerun of the same recipe resumes where an interrupted run stopped and skips "
         "finished work; the output is the same whatever the number of workers."))
     run.add_argument("recipe", help="the recipe YAML file")
-    run.add_argument("--workers", "-w", type=int, default=None, help="worker processes (default: all cores)")
+    run.add_argument("--workers", "-w", type=_positive_int, default=None,
+                     help="worker processes (default: all cores)")
+    from refinery.pipelines.engine.executors import DEFAULT_EXECUTOR, EXECUTORS  # stdlib only at import
+
+    run.add_argument("--executor", choices=sorted(EXECUTORS), default=DEFAULT_EXECUTOR,
+                     help="what runs the tasks (default: %(default)s, processes on this machine)")
     run.add_argument("--force", action="store_true", help="delete the run folder and start over")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.set_defaults(fn=_cmd_run)
@@ -145,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples")
     demo.add_argument("--output", "-o", default="refinery-demo", help="where to put the run (default: %(default)s)")
-    demo.add_argument("--workers", "-w", type=int, default=None, help="worker processes (default: all cores)")
+    demo.add_argument("--workers", "-w", type=_positive_int, default=None, help="worker processes (default: all cores)")
     demo.add_argument("--force", action="store_true", help="start the demo run over")
     demo.add_argument("--train-steps", type=int, default=300,
                       help="steps of the tiny GPT trained on the demo's shards (0: no training; default %(default)s)")
@@ -157,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     from refinery.corpora.fetch import FetchError
     from refinery.corpora.readers import InputError
     from refinery.pipelines.commands.sql import SqlError
-    from refinery.pipelines.engine.executors.local import TaskFailed
+    from refinery.pipelines.engine.executors import TaskFailed
     from refinery.pipelines.engine.recipe import RecipeError
     from refinery.pipelines.engine.run import RunError
     from refinery.tokenization.reader import ShardError

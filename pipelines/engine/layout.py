@@ -1,63 +1,25 @@
-"""The run folder: where every artifact lives, and writes that are atomic (temp name, then rename)."""
+"""The run folder: the one place that knows where every artifact of a run lives.
+
+    out/<run>/manifest.json                 the recipe, inputs, fingerprint, completed phases, status
+    out/<run>/data/part-NNNNN.parquet       kept documents (one part per read task)
+    out/<run>/removed/<stage>/part-*.parquet   removed documents with `stage` and `reason`
+    out/<run>/quarantine/part-*.parquet     unreadable input records with their raw bytes
+    out/<run>/stats/<stage>.json            counts per stage
+    out/<run>/tokens/                       tokenizer and token shards (refinery.tokenization.shards.TokenLayout)
+    out/<run>/work/                         intermediate passes, done-markers, global stages' working files
+
+Writes go through refinery.corpora.atomic (temp name, flush, rename), so cleanup knows the one temp scheme.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from refinery.corpora.atomic import read_json, remove_temp_files, temp_name, write_json
+from refinery.tokenization.shards import TokenLayout
 
-# One compression everywhere: zstd is compact and quick to decode; DuckDB and `datasets` read it natively.
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3}
-
-
-def temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically, keys sorted so that equal content gives equal bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def write_parquet(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    pq.write_table(table, tmp, **PARQUET_OPTIONS)
-    os.replace(tmp, path)
-
-
-class AtomicParquetWriter:
-    """Streams tables into one Parquet file that appears under its real name only when complete."""
-
-    def __init__(self, path: Path, schema: pa.Schema):
-        self.path = path
-        self.schema = schema
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = temp_name(path)
-        self._writer = pq.ParquetWriter(self._tmp, schema, **PARQUET_OPTIONS)
-
-    def write(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self._writer.write_table(table.select(self.schema.names).cast(self.schema))
-
-    def close(self) -> None:
-        self._writer.close()
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        self._writer.close()
-        self._tmp.unlink(missing_ok=True)
+# Kept importable here until the classifier command moves to refinery.corpora.atomic.
+__all__ = ["RunLayout", "part_name", "read_json", "temp_name", "write_json"]
 
 
 def part_name(task_index: int) -> str:
@@ -65,7 +27,7 @@ def part_name(task_index: int) -> str:
 
 
 class RunLayout:
-    """Paths inside out/<run>/ (see ARCHITECTURE.md, 'A run on disk')."""
+    """Paths inside out/<run>/."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -90,6 +52,10 @@ class RunLayout:
     def work(self) -> Path:
         return self.root / "work"
 
+    @property
+    def tokens(self) -> TokenLayout:
+        return TokenLayout.of_run(self.root)
+
     def removed(self, stage_key: str) -> Path:
         return self.root / "removed" / stage_key
 
@@ -102,8 +68,6 @@ class RunLayout:
     def stage_work(self, stage_key: str) -> Path:
         return self.work / stage_key
 
-    def remove_temp_files(self) -> None:
+    def remove_temp_files(self) -> int:
         """Delete temp files a killed run left behind (they never carry a real name)."""
-        if self.root.exists():
-            for tmp in self.root.rglob(".*.tmp-*"):
-                tmp.unlink(missing_ok=True)
+        return remove_temp_files(self.root)

@@ -12,17 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refinery.corpora.readers import InputError, ReadTask, document_schema, plan_input
-from refinery.pipelines.engine.executors.local import LocalExecutor
-from refinery.pipelines.engine.layout import RunLayout, read_json, write_json
-from refinery.pipelines.engine.recipe import LoadedRecipe
-from refinery.pipelines.engine.segments import Segment, TaskJob, plan_segments, run_task
-from refinery.pipelines.engine.stats import merge
-from refinery.pipelines.stages import STAGES
-from refinery.pipelines.stages.base import RunContext
 from tqdm import tqdm
 
-FORMAT_VERSION = 1
+from refinery.corpora.atomic import read_json, write_json
+from refinery.corpora.readers import InputError, ReadTask, document_schema, plan_input
+from refinery.pipelines.engine.executors import Executor, create_executor
+from refinery.pipelines.engine.layout import RunLayout
+from refinery.pipelines.engine.recipe import LoadedRecipe
+from refinery.pipelines.engine.segments import Segment, TaskJob, collected_part, plan_segments, run_task
+from refinery.pipelines.engine.stats import merge
+from refinery.pipelines.stages import STAGES, build_stage
+from refinery.pipelines.stages.base import RunContext
+
+# 2: passes planned around producer stages, global stages' rows in work/<stage>/collected/.
+FORMAT_VERSION = 2
 
 
 class RunError(RuntimeError):
@@ -62,6 +65,7 @@ def plan_tasks(loaded: LoadedRecipe) -> list[ReadTask]:
 def _versions() -> dict[str, str]:
     import duckdb
     import pyarrow
+
     from refinery.pipelines import __version__
 
     return {"refinery": __version__, "python": platform.python_version(), "pyarrow": pyarrow.__version__,
@@ -83,7 +87,7 @@ def _check_stages(loaded: LoadedRecipe, context: RunContext) -> list[dict[str, s
     resources = []
     for spec in loaded.stages:
         try:
-            stage = STAGES[spec.name](spec.config, context)
+            stage = build_stage(spec, context)
         except ValueError as err:
             raise RunError(f"{loaded.source_file}:{spec.line}: {err}") from None
         for path in stage.resource_files:
@@ -111,6 +115,11 @@ def _open_manifest(
         shutil.rmtree(layout.root)
     if layout.manifest.exists():
         manifest = read_json(layout.manifest)
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise RunError(
+                f"{layout.root} holds a run made by another version of Refinery (run format "
+                f"{manifest.get('format_version')}, this one writes {FORMAT_VERSION}); rerun with --force to redo it"
+            )
         if manifest.get("fingerprint") != fingerprint:
             raise RunError(
                 f"{layout.root} holds a run of a different recipe or different inputs; "
@@ -141,31 +150,32 @@ def _describe(job: TaskJob) -> str:
     return f"task {job.task_index} of segment {job.segment} ({read.path}{span})"
 
 
-def _run_segment(segment: Segment, jobs: list[TaskJob], layout: RunLayout, workers: int, show: bool) -> int:
+def _run_segment(segment: Segment, jobs: list[TaskJob], layout: RunLayout, executor: Executor, show: bool) -> int:
     pending = [j for j in jobs if not layout.segment_done(segment.index, j.task_index).exists()]
-    names = [k for k in segment.stage_keys] + ([f"{segment.tail.key} signatures"] if segment.tail else [])
+    names = [k for k in segment.stage_keys] + ([f"{segment.tail.key} collect"] if segment.tail else [])
     label = f"pass {segment.index + 1}" + (f" ({', '.join(names)})" if names else "")
     with tqdm(desc=label, unit=" docs", disable=None if show else True, dynamic_ncols=True, mininterval=0.5) as bar:
         bar.set_postfix_str(f"tasks {len(jobs) - len(pending)}/{len(jobs)}")
         done = len(jobs) - len(pending)
-        for _job, _result in LocalExecutor(workers).map(run_task, pending, bar.update, _describe):
+        for _job, _result in executor.map(run_task, pending, bar.update, _describe):
             done += 1
             bar.set_postfix_str(f"tasks {done}/{len(jobs)}")
     return len(jobs) - len(pending)
 
 
-def _resolve(segment: Segment, layout: RunLayout, manifest: dict, context: RunContext) -> None:
+def _finish(segment: Segment, layout: RunLayout, manifest: dict, context: RunContext) -> None:
+    """The barrier after a pass: the global stage's `finish` over every task's collected rows (once)."""
     spec = segment.tail
-    phase = f"{spec.key}.resolve"
+    phase = f"{spec.key}.finish"
     if manifest["phases"].get(phase) == "done":
         return
     started = time.perf_counter()
     workdir = layout.stage_work(spec.key)
     workdir.mkdir(parents=True, exist_ok=True)
-    files = sorted((workdir / "signatures").glob("part-*.parquet"))
-    STAGES[spec.name](spec.config, context).resolve(files, workdir)
+    files = sorted(collected_part(layout, spec.key, 0).parent.glob("part-*.parquet"))
+    build_stage(spec, context).finish(files, workdir)
     manifest["phases"][phase] = "done"
-    manifest["resolve_seconds"] = {**manifest.get("resolve_seconds", {}), spec.key: time.perf_counter() - started}
+    manifest["finish_seconds"] = {**manifest.get("finish_seconds", {}), spec.key: time.perf_counter() - started}
     write_json(layout.manifest, manifest)
 
 
@@ -177,12 +187,12 @@ def _write_stats(layout: RunLayout, loaded: LoadedRecipe, segments: list[Segment
             for key, counts in marker["stats"].items():
                 per_key.setdefault(key, []).append(counts)
     kinds = {s.key: (s.name, STAGES[s.name].kind) for s in loaded.stages}
-    resolve_seconds = manifest.get("resolve_seconds", {})
+    finish_seconds = manifest.get("finish_seconds", {})
     order = ["read"] + [s.key for s in loaded.stages]
     totals = {}
     for position, key in enumerate(order):
         counts = merge(per_key.get(key, []))
-        counts["seconds"] = round(counts["seconds"] + resolve_seconds.get(key, 0.0), 3)
+        counts["seconds"] = round(counts["seconds"] + finish_seconds.get(key, 0.0), 3)
         name, kind = kinds.get(key, ("read", "read"))
         # Lists of rows rather than maps, so that DuckDB reads every stage's file with one schema.
         counts["reasons"] = [{"reason": r, "count": c} for r, c in counts["reasons"].items()]
@@ -194,11 +204,14 @@ def _write_stats(layout: RunLayout, loaded: LoadedRecipe, segments: list[Segment
 
 
 def run_recipe(
-    loaded: LoadedRecipe, workers: int | None = None, force: bool = False, progress: bool = True
+    loaded: LoadedRecipe, workers: int | None = None, force: bool = False, progress: bool = True,
+    executor: Executor | None = None,
 ) -> RunSummary:
-    """Run (or resume) a recipe; return the reconciled counts."""
+    """Run (or resume) a recipe with `executor` (default: local processes, `workers` of them); return the
+    reconciled counts."""
     started = time.perf_counter()
     workers = workers or os.cpu_count() or 1
+    executor = executor or create_executor(workers=workers)
     layout = RunLayout(loaded.output_dir)
     tasks = plan_tasks(loaded)
     context = RunContext(layout.root, loaded.base_dir)
@@ -218,15 +231,15 @@ def run_recipe(
                         str(loaded.base_dir))
                 for i, task in enumerate(tasks)
             ]
-            resumed += _run_segment(segment, jobs, layout, workers, progress)
+            resumed += _run_segment(segment, jobs, layout, executor, progress)
             manifest["phases"][f"segment-{segment.index}"] = "done"
             write_json(layout.manifest, manifest)
             if segment.tail is not None:
-                _resolve(segment, layout, manifest, context)
+                _finish(segment, layout, manifest, context)
     totals = _write_stats(layout, loaded, segments, len(tasks), manifest)
     # The intermediate copies between passes are no longer needed once the final pass is done.
-    for segment in segments[:-1]:
-        for part in layout.segment(segment.index).glob("part-*.parquet"):
+    for segment in segments:
+        for part in [] if segment.final else layout.segment(segment.index).glob("part-*.parquet"):
             part.unlink()
     manifest["status"] = "complete"
     write_json(layout.manifest, manifest)

@@ -1,18 +1,19 @@
 """Segments: the streaming passes a recipe is cut into at its global stages, and the work of one task.
 
-Stages [m1, m2, G, m3] become two segments:
-  segment 0: read → m1 → m2 → G.signatures        (writes an intermediate part per task)
-  barrier:   G.resolve
-  segment 1: part → G.apply → m3                   (writes data/part-NNNNN.parquet)
-Each task of a segment is independent, writes its outputs atomically, and records a done-marker last,
-so a killed run resumes by redoing only the tasks without a marker.
+Stages [m1, m2, G, m3, P] (maps m, a global stage G that applies decisions, a producer P) become:
+  pass 0: read → m1 → m2 → collect G        (writes an intermediate part per task)
+  barrier: G.finish
+  pass 1: part → G.apply → m3 → collect P    (the last pass that changes documents writes data/)
+  barrier: P.finish                           (a producer keeps every document: no pass after it)
+A pass that neither applies nor maps (a producer followed by another global stage) writes no documents: it
+collects from the parts of the last pass that wrote some. Each task of a pass is independent, writes its
+outputs atomically, and records a done-marker last, so a killed run resumes by redoing only the tasks
+without a marker.
 """
 
 from __future__ import annotations
 
-import os
 import resource
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,12 +22,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from refinery.corpora.atomic import AtomicParquetWriter, write_json
 from refinery.corpora.readers import ReadBatch, ReadTask, read_task
 from refinery.corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
-from refinery.pipelines.engine.layout import AtomicParquetWriter, RunLayout, part_name, temp_name, write_json
+from refinery.pipelines.engine.layout import RunLayout, part_name
 from refinery.pipelines.engine.recipe import StageSpec
 from refinery.pipelines.engine.stats import StageCounter
-from refinery.pipelines.stages import STAGES, GlobalStage, MapStage
+from refinery.pipelines.stages import STAGES, GlobalStage, MapStage, build_stage
 from refinery.pipelines.stages.base import RunContext, StageResult
 
 # Ordinals number every document of a segment's output: task index in the high bits, row in the low.
@@ -36,26 +39,40 @@ ORDINAL_TASK_SHIFT = 32
 @dataclass
 class Segment:
     index: int
-    head: StageSpec | None = None  # a global stage applied first
+    head: StageSpec | None = None  # a global stage whose decisions this pass applies first
     maps: list[StageSpec] = field(default_factory=list)
-    tail: StageSpec | None = None  # a global stage whose signatures this segment collects
-    final: bool = False
+    tail: StageSpec | None = None  # a global stage whose rows this pass collects
+    final: bool = False  # the last pass that writes documents: it writes data/
+    source: int | None = None  # the pass whose documents this one reads (None: the recipe's inputs)
 
     @property
     def stage_keys(self) -> list[str]:
         return [s.key for s in ([self.head] if self.head else []) + self.maps]
+
+    @property
+    def writes_documents(self) -> bool:
+        return self.source is None or self.head is not None or bool(self.maps)
 
 
 def plan_segments(stages: list[StageSpec]) -> list[Segment]:
     """Cut the stage list at every global stage."""
     segments = [Segment(0)]
     for spec in stages:
-        if STAGES[spec.name].kind == "global":
+        cls = STAGES[spec.name]
+        if cls.kind == "global":
             segments[-1].tail = spec
-            segments.append(Segment(len(segments), head=spec))
+            segments.append(Segment(len(segments), head=spec if cls.applies else None))
         else:
             segments[-1].maps.append(spec)
-    segments[-1].final = True
+    last = segments[-1]
+    if len(segments) > 1 and last.head is None and not last.maps:  # after a final producer: nothing to do
+        segments.pop()
+    writer = None
+    for segment in segments:
+        segment.source = writer
+        if segment.writes_documents:
+            writer = segment.index
+    segments[writer].final = True
     return segments
 
 
@@ -84,6 +101,11 @@ def task_output(layout: RunLayout, segment: Segment, task_index: int) -> Path:
     return folder / part_name(task_index)
 
 
+def collected_part(layout: RunLayout, stage_key: str, task_index: int) -> Path:
+    """One task's rows collected for a global stage's `finish`."""
+    return layout.stage_work(stage_key) / "collected" / part_name(task_index)
+
+
 def ordinal_range(task_index: int) -> tuple[int, int]:
     first = task_index << ORDINAL_TASK_SHIFT
     return first, first + (1 << ORDINAL_TASK_SHIFT) - 1
@@ -94,17 +116,18 @@ def _ordinals(task_index: int, start: int, count: int) -> pa.Array:
     return pa.array(range(first, first + count), pa.int64())
 
 
-def _instantiate(spec: StageSpec | None, context: RunContext) -> Any:
-    return STAGES[spec.name](spec.config, context) if spec else None
+def _input_part(job: TaskJob, layout: RunLayout, segment: Segment) -> Path:
+    source = plan_segments(job.stages)[segment.source]
+    return task_output(layout, source, job.task_index)
 
 
-def _batches(job: TaskJob, layout: RunLayout) -> Iterator[ReadBatch]:
-    if job.segment == 0:
+def _batches(job: TaskJob, layout: RunLayout, segment: Segment) -> Iterator[ReadBatch]:
+    if segment.source is None:
         for batch in read_task(job.read, job.batch_rows):
             batch.documents = conform(batch.documents, job.document_schema)
             yield batch
         return
-    previous = pq.ParquetFile(layout.segment(job.segment - 1) / part_name(job.task_index))
+    previous = pq.ParquetFile(_input_part(job, layout, segment))
     for batch in previous.iter_batches(batch_size=job.batch_rows):
         docs = pa.Table.from_batches([batch])
         yield ReadBatch(docs, QUARANTINE_SCHEMA.empty_table(), docs.num_rows)
@@ -146,8 +169,9 @@ class _Chain:
     """The fused stages of one segment, applied batch by batch with their counters."""
 
     def __init__(self, segment: Segment, job: TaskJob, layout: RunLayout):
-        self.head: GlobalStage | None = _instantiate(segment.head, job.context)
-        self.maps: list[tuple[str, MapStage]] = [(s.key, _instantiate(s, job.context)) for s in segment.maps]
+        context = job.context
+        self.head: GlobalStage | None = build_stage(segment.head, context) if segment.head else None
+        self.maps: list[tuple[str, MapStage]] = [(s.key, build_stage(s, context)) for s in segment.maps]
         self.head_key = segment.head.key if segment.head else ""
         self.counters = {key: StageCounter() for key in segment.stage_keys}
         self.decisions = None
@@ -178,27 +202,45 @@ class _Chain:
         return docs.schema
 
 
+class _Collector:
+    """The rows this pass collects for the global stage after it (its `collect` phase), timed and counted."""
+
+    def __init__(self, segment: Segment, job: TaskJob, layout: RunLayout):
+        self.spec = segment.tail
+        self.stage: GlobalStage = build_stage(self.spec, job.context)
+        self.path = collected_part(layout, self.spec.key, job.task_index)
+        self.writer: AtomicParquetWriter | None = None
+        # A producer keeps every document: it is counted here, as no pass applies it.
+        self.counter = StageCounter()
+
+    def add(self, docs: pa.Table, ordinals: pa.Array) -> None:
+        started = time.perf_counter()
+        rows = self.stage.collect(docs, ordinals)
+        if self.writer is None:
+            self.writer = AtomicParquetWriter(self.path, rows.schema)
+        self.writer.write(rows)
+        seconds = time.perf_counter() - started
+        if self.stage.applies:
+            self.counter.seconds += seconds
+        else:
+            self.counter.add_kept(docs, seconds)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def _clear_task_outputs(layout: RunLayout, segment: Segment, task_index: int) -> None:
     """A task that is redone starts from nothing, so no half-finished earlier attempt can mix in."""
-    paths = [task_output(layout, segment, task_index)]
-    paths += [layout.removed(key) / part_name(task_index) for key in segment.stage_keys]
-    if segment.index == 0:
+    paths = [layout.removed(key) / part_name(task_index) for key in segment.stage_keys]
+    if segment.writes_documents:
+        paths.append(task_output(layout, segment, task_index))
+    if segment.source is None:
         paths.append(layout.quarantine / part_name(task_index))
     if segment.tail:
-        paths.append(layout.stage_work(segment.tail.key) / "signatures" / part_name(task_index))
+        paths.append(collected_part(layout, segment.tail.key, task_index))
     for path in paths:
         path.unlink(missing_ok=True)
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """Give `target` the bytes of `source` atomically: a hard link where possible, else a copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(target)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
@@ -207,25 +249,17 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     segment = plan_segments(job.stages)[job.segment]
     _clear_task_outputs(layout, segment, job.task_index)
     chain = _Chain(segment, job, layout)
-    tail: GlobalStage | None = _instantiate(segment.tail, job.context)
-
-    if job.segment == 0:
-        input_schema = job.document_schema
-    else:
-        input_schema = pq.read_schema(layout.segment(job.segment - 1) / part_name(job.task_index))
+    collector = _Collector(segment, job, layout) if segment.tail else None
+    input_schema = job.document_schema if segment.source is None else pq.read_schema(
+        _input_part(job, layout, segment))
     output = task_output(layout, segment, job.task_index)
-    # After a global stage that removes nothing, with no map stage behind it, the documents are the
-    # previous pass's part as it is: link it instead of rewriting it.
-    passes_through = segment.head is not None and not chain.head.removes_documents and not segment.maps
-    kept_writer = None if passes_through else AtomicParquetWriter(output, chain.output_schema(input_schema))
+    kept_writer = AtomicParquetWriter(output, chain.output_schema(input_schema)) if segment.writes_documents else None
     removed = _RemovedWriters(layout, job.task_index)
     quarantine: AtomicParquetWriter | None = None
-    signatures: AtomicParquetWriter | None = None
     read_counter = StageCounter()
-    tail_seconds = 0.0
     rows_in = rows_out = 0
 
-    for batch in _batches(job, layout):
+    for batch in _batches(job, layout, segment):
         report(batch.records)
         read_counter.add_read(batch)
         if batch.quarantined.num_rows:
@@ -234,32 +268,23 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
             quarantine.write(batch.quarantined)
         docs = chain.run(batch.documents, _ordinals(job.task_index, rows_in, batch.documents.num_rows), removed.write)
         rows_in += batch.documents.num_rows
-        if tail is not None:
-            started = time.perf_counter()
-            sig = tail.signatures(docs, _ordinals(job.task_index, rows_out, docs.num_rows))
-            if signatures is None:
-                path = layout.stage_work(segment.tail.key) / "signatures" / part_name(job.task_index)
-                signatures = AtomicParquetWriter(path, sig.schema)
-            signatures.write(sig)
-            tail_seconds += time.perf_counter() - started
+        if collector is not None:
+            collector.add(docs, _ordinals(job.task_index, rows_out, docs.num_rows))
         rows_out += docs.num_rows
         if kept_writer is not None:
             kept_writer.write(docs)
 
-    for writer in (kept_writer, quarantine, signatures):
+    for writer in (kept_writer, quarantine, collector):
         if writer is not None:
             writer.close()
-    if passes_through:
-        link_or_copy(layout.segment(job.segment - 1) / part_name(job.task_index), output)
     removed.close()
     stats = {key: counter.to_dict() for key, counter in chain.counters.items()}
-    if job.segment == 0:
+    if segment.source is None:
         stats["read"] = read_counter.to_dict()
-    if tail is not None:
-        stats.setdefault(segment.tail.key, StageCounter().to_dict())["seconds"] = tail_seconds
+    if collector is not None:
+        stats[collector.spec.key] = collector.counter.to_dict()
     # The worker's peak memory so far (Linux reports KiB): benchmarks read it to show memory stays flat.
     peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     marker = {"task": job.task_index, "kept": rows_out, "stats": stats, "worker_peak_rss_mb": peak_rss_mb}
     write_json(layout.segment_done(job.segment, job.task_index), marker)
     return marker
-

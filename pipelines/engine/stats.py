@@ -46,6 +46,14 @@ class StageCounter:
         if result.counts:
             self.counts.update(result.counts)
 
+    def add_kept(self, docs: pa.Table, seconds: float) -> None:
+        """Count one batch through a stage that keeps every document as it is (a producer)."""
+        self.docs_in += docs.num_rows
+        self.kept += docs.num_rows
+        self.bytes_in += text_bytes(docs)
+        self.bytes_out = self.bytes_in
+        self.seconds += seconds
+
     def add_read(self, batch: Any) -> None:
         """Count one reader batch (a ReadBatch): records read, documents made, quarantined, and skipped.
 

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
-from refinery.pipelines.stages.base import GlobalStage, MapStage, RunContext, Stage, StageConfig
+from refinery.pipelines.stages.base import GlobalStage, MapStage, ProducerStage, RunContext, Stage, StageConfig
 
 STAGES: dict[str, type[Stage]] = {}
+
+
+def build_stage(spec: Any, context: RunContext) -> Stage:
+    """The one place stages are built: `spec` is a recipe's StageSpec (its registered name and its config)."""
+    return STAGES[spec.name](spec.config, context)
 
 
 def register(cls: type[Stage]) -> type[Stage]:
@@ -27,4 +33,5 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.is
     if _module != "base":
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["STAGES", "GlobalStage", "MapStage", "RunContext", "Stage", "StageConfig", "register"]
+__all__ = ["STAGES", "GlobalStage", "MapStage", "ProducerStage", "RunContext", "Stage", "StageConfig", "build_stage",
+           "register"]

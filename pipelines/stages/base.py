@@ -2,8 +2,10 @@
 the engine does all I/O, parallelism, progress, stats and resumption around it.
 
 - MapStage: runs per batch inside one streaming pass (the engine fuses consecutive map stages).
-- GlobalStage: needs to see the whole corpus. It runs in three steps around a barrier:
-  `signatures` per batch upstream, `resolve` once over all of them, then `apply` per batch downstream.
+- GlobalStage: needs to see the whole corpus. It runs in phases around a barrier: `collect` per batch
+  upstream, `finish` once over all of them, then `apply` per batch downstream (deduplication, decontamination).
+- ProducerStage: a global stage that only produces something (collect → finish: a tokenizer, token shards)
+  and keeps every document as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, ClassVar, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
+
+from refinery.tokenization.shards import TokenLayout
 
 
 class StageConfig(BaseModel):
@@ -53,6 +57,11 @@ class RunContext:
     def resolve(self, path: str | Path) -> Path:
         path = Path(path)
         return path if path.is_absolute() else self.recipe_dir / path
+
+    @property
+    def tokens(self) -> TokenLayout:
+        """The run's token folder (RUN/tokens), where tokenization stages write."""
+        return TokenLayout.of_run(self.run_dir)
 
 
 DEFAULT_CONTEXT = RunContext(Path.cwd(), Path.cwd())
@@ -102,25 +111,38 @@ class FilterStage(MapStage):
 
 
 class GlobalStage(Stage):
-    kind = "global"
-    # False for stages that only produce something (a tokenizer, token shards) and keep every document:
-    # the engine then moves the documents on without rewriting them.
-    removes_documents: ClassVar[bool] = True
+    """A stage that must see the whole corpus before it can act. It runs in phases around a barrier:
 
-    def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
+    collect  per batch, in the pass before the barrier: the rows `finish` needs (hashes, samples, tokens)
+    finish   once, over every task's collected rows: writes its products into its work folder (or the run's)
+    apply    per batch, in the pass after the barrier: act on each document with what `finish` decided
+    """
+
+    kind = "global"
+    # Whether the stage has an `apply` phase. A stage that only produces something (a tokenizer, token shards)
+    # keeps every document unchanged: it derives from ProducerStage, and the engine then needs no pass after it.
+    applies: ClassVar[bool] = True
+
+    def collect(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         """Per-batch rows the barrier needs; `ordinals` give each document's stable position in the run."""
         raise NotImplementedError
 
-    def resolve(self, signature_files: list[Path], workdir: Path) -> None:
-        """Read every task's signatures and write the decision files into `workdir` (runs once)."""
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
+        """Read every task's collected rows and write the stage's products (runs once)."""
         raise NotImplementedError
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> Any:
-        """The decisions for one task's ordinal range, loaded once per task."""
+        """The decisions for one task's ordinal range, loaded once per task before `apply`."""
         raise NotImplementedError
 
     def apply(self, docs: pa.Table, ordinals: pa.Array, decisions: Any) -> StageResult:
         raise NotImplementedError
+
+
+class ProducerStage(GlobalStage):
+    """A global stage that produces an artifact from the corpus (collect → finish) and keeps every document."""
+
+    applies = False
 
 
 def split_by_reason(docs: pa.Table, reasons: pa.Array, **detail: pa.Array) -> StageResult:

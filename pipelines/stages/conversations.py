@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
+
 from refinery.corpora.conversations import ASSISTANT_ROLES
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (

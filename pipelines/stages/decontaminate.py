@@ -18,6 +18,7 @@ from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field
+
 from refinery.corpora.evalsets import FORMATS, EvalSetError, benchmark_name, detect_format, eval_files, load_eval_set
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (

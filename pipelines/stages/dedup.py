@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
+
+from refinery.corpora.atomic import atomic_path
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
 
@@ -37,19 +38,17 @@ def duckdb_to_parquet(query: str, signature_files: list[Path], target: Path, emp
     """Write a DuckDB query over the signature files (`$files`; other `$name`s from params) to `target`,
     atomically; no files give an empty table of schema `empty`. DuckDB spills to disk past its memory limit
     (into the target's folder), so this scales beyond RAM."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if not signature_files:
-        pq.write_table(empty.empty_table(), tmp)
-        os.replace(tmp, target)
-        return
-    import duckdb  # only the barriers need it
+    with atomic_path(target) as tmp:
+        if not signature_files:
+            pq.write_table(empty.empty_table(), tmp)
+            return
+        import duckdb  # only the barriers need it
 
-    con = duckdb.connect()
-    con.execute(f"SET temp_directory = '{target.parent / 'duckdb-tmp'}'")
-    con.execute(f"COPY ({query}) TO $target (FORMAT parquet, ROW_GROUP_SIZE 65536)",
-                {"files": [str(f) for f in signature_files], "target": str(tmp), **params})
-    con.close()
-    os.replace(tmp, target)
+        con = duckdb.connect()
+        con.execute(f"SET temp_directory = '{target.parent / 'duckdb-tmp'}'")
+        con.execute(f"COPY ({query}) TO $target (FORMAT parquet, ROW_GROUP_SIZE 65536)",
+                    {"files": [str(f) for f in signature_files], "target": str(tmp), **params})
+        con.close()
 
 
 class ExactDedupConfig(StageConfig):
@@ -67,7 +66,7 @@ class ExactDedup(GlobalStage):
     Config = ExactDedupConfig
     config: ExactDedupConfig
 
-    def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
+    def collect(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         if self.config.column not in docs.column_names:
             raise ValueError(f"exact_dedup: no column '{self.config.column}' to compare (columns: "
                              f"{', '.join(docs.column_names)})")
@@ -80,7 +79,7 @@ class ExactDedup(GlobalStage):
         keys = normalise_text(text) if self.config.normalize else text
         return pa.table([hash64(keys), ordinals, ids], schema=SIGNATURE_SCHEMA)
 
-    def resolve(self, signature_files: list[Path], workdir: Path) -> None:
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
         query = """
             SELECT ord, kept_id FROM (
                 SELECT ord,
@@ -89,7 +88,7 @@ class ExactDedup(GlobalStage):
                 FROM read_parquet($files)
             ) WHERE rank > 1 ORDER BY ord
         """
-        duckdb_to_parquet(query, signature_files, workdir / "duplicates.parquet", DECISION_SCHEMA)
+        duckdb_to_parquet(query, collected_files, workdir / "duplicates.parquet", DECISION_SCHEMA)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, str]:
         table = pq.read_table(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
+
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
+
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import FilterStage, StageConfig
 

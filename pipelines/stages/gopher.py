@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
+
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.signals import Languages, Measured, SignalFilter, SignalFilterConfig, above, below
 from refinery.pipelines.stages.text import textstats

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
+
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,

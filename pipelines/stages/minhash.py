@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_validator
+
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,
@@ -107,7 +108,7 @@ class MinhashDedup(GlobalStage):
             raise ValueError(f"minhash_dedup: no column '{name}' {what} (columns: {', '.join(docs.column_names)})")
         return docs.column(name)
 
-    def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
+    def collect(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         text = self._column(docs, self.config.column, "to compare")
         if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
             raise ValueError(f"minhash_dedup: column '{self.config.column}' holds {text.type}, not text")
@@ -133,12 +134,12 @@ class MinhashDedup(GlobalStage):
             columns[resolve.band_column(band)] = pa.array(keys[:, band]).take(rows)
         return pa.table(columns)
 
-    def resolve(self, signature_files: list[Path], workdir: Path) -> None:
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
         settings = resolve.Settings(bands=self.bands, rows=self.rows, threshold=self.config.threshold,
                                     verify=self.config.verify, by_score=self.config.keep != "first",
                                     memory_limit=self.config.memory_limit)
         print(lsh.describe(self.bands, self.rows, self.config.threshold), file=sys.stderr)
-        resolve.run(signature_files, workdir, settings)
+        resolve.run(collected_files, workdir, settings)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, tuple[Any, ...]]:
         table = pq.read_table(resolve.decisions_path(workdir),

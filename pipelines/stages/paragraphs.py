@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
+
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
 from refinery.pipelines.stages.dedup import duckdb_to_parquet, hash64, normalise_text
@@ -66,7 +67,7 @@ class ParagraphDedup(GlobalStage):
     Config = ParagraphDedupConfig
     config: ParagraphDedupConfig
 
-    def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
+    def collect(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         units: list[str] = []
         ords: list[int] = []
         positions: list[int] = []
@@ -81,14 +82,14 @@ class ParagraphDedup(GlobalStage):
         return pa.table([hash64(keys.filter(counted)), pa.array(ords, pa.int64()).filter(counted),
                          pa.array(positions, pa.int32()).filter(counted)], schema=SIGNATURE_SCHEMA)
 
-    def resolve(self, signature_files: list[Path], workdir: Path) -> None:
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
         keep_first = "AND s.ord <> r.first_ord" if self.config.keep_first else ""
         query = f"""
             WITH s AS (SELECT * FROM read_parquet($files)),
                  r AS (SELECT hash, min(ord) AS first_ord FROM s GROUP BY hash HAVING count(DISTINCT ord) >= $repeats)
             SELECT s.ord, s.unit FROM s JOIN r ON s.hash = r.hash {keep_first} ORDER BY s.ord, s.unit
         """
-        duckdb_to_parquet(query, signature_files, workdir / "repeated_units.parquet", DECISION_SCHEMA,
+        duckdb_to_parquet(query, collected_files, workdir / "repeated_units.parquet", DECISION_SCHEMA,
                           repeats=self.config.min_repeats)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, set[int]]:

@@ -16,6 +16,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
+
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import MapStage, StageConfig, StageResult, split_by_reason
 

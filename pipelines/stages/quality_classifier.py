@@ -19,7 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-from refinery.pipelines.engine.layout import read_json, write_json
+
+from refinery.corpora.atomic import read_json, write_json
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,
@@ -141,17 +142,17 @@ class QualityTopFraction(GlobalStage):
     Config = TopFractionConfig
     config: TopFractionConfig
 
-    def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
+    def collect(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         return pa.table([ordinals, _scores(docs, self.config.column, self.name)], schema=SIGNATURE_SCHEMA)
 
-    def resolve(self, signature_files: list[Path], workdir: Path) -> None:
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
         """The last kept document in (score descending, nulls last, ordinal) order: everything up to it stays."""
         cut: dict[str, Any] = {"documents": 0, "keep": 0, "score": None, "ord": None}
-        if signature_files:
+        if collected_files:
             import duckdb  # only the barrier needs it
 
             con = duckdb.connect()
-            files = [str(f) for f in signature_files]
+            files = [str(f) for f in collected_files]
             documents = con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0]
             # round half up; the epsilon keeps 0.29 × 100 (28.999...) from rounding to 28.5's side.
             keep = math.floor(self.config.fraction * documents + 0.5 + 1e-9)

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, ValidationError, ValidationInfo, model_validator
+
 from refinery.pipelines.stages.base import MapStage, StageConfig, StageResult, split_by_reason
 from refinery.pipelines.stages.filters import first_reason
 from refinery.pipelines.stages.text import textstats

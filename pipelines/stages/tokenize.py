@@ -7,35 +7,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
+from tokenizers import Tokenizer
+
+from refinery.corpora.atomic import atomic_path
 from refinery.pipelines.stages import register
-from refinery.pipelines.stages.base import GlobalStage, StageConfig, StageResult
+from refinery.pipelines.stages.base import ProducerStage, StageConfig
 from refinery.pipelines.stages.dedup import hash64
 from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
 from refinery.tokenization.tokenizer import load_tokenizer, special_ids, train_bpe
-from tokenizers import Tokenizer
 
 SAMPLE_SCHEMA = pa.schema([("hash", pa.int64()), ("ord", pa.int64()), ("text", pa.string())])
-
-
-class _PassThrough(GlobalStage):
-    """A global stage that only produces something: it keeps every document."""
-
-    removes_documents = False
-
-    def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> None:
-        return None
-
-    def apply(self, docs: pa.Table, ordinals: pa.Array, decisions: Any) -> StageResult:
-        return StageResult(docs, docs.slice(0, 0).append_column("reason", pa.array([], pa.string())))
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.context.run_dir / "tokens" / "tokenizer.json"
 
 
 class TrainTokenizerConfig(StageConfig):
@@ -46,29 +31,29 @@ class TrainTokenizerConfig(StageConfig):
 
 
 @register
-class TrainTokenizer(_PassThrough):
+class TrainTokenizer(ProducerStage):
     """Train a byte-level BPE on a deterministic sample of the documents; writes tokens/tokenizer.json."""
 
     name = "train_tokenizer"
     Config = TrainTokenizerConfig
     config: TrainTokenizerConfig
 
-    def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
+    def collect(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         hashes = hash64(docs.column("id"))
         threshold = int((self.config.sample_fraction * 2 - 1) * 2**63) if self.config.sample_fraction < 1 else None
         table = pa.table([hashes, ordinals, docs.column("text")], schema=SAMPLE_SCHEMA)
         return table if threshold is None else table.filter(pc.less(hashes, threshold))
 
-    def resolve(self, signature_files: list[Path], workdir: Path) -> None:
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
         import duckdb
 
         con = duckdb.connect()
-        files = [str(f) for f in signature_files]
+        files = [str(f) for f in collected_files]
         query = "SELECT text FROM read_parquet(?) ORDER BY hash, ord LIMIT ?"
         texts = con.execute(query, [files, self.config.max_documents]).fetchall() if files else []
         tokenizer = train_bpe((t for (t,) in texts), self.config.vocab_size, self.config.min_frequency)
-        self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(str(self.tokenizer_path))
+        with atomic_path(self.context.tokens.tokenizer) as tmp:
+            tokenizer.save(str(tmp))
 
 
 class TokenizeConfig(StageConfig):
@@ -85,7 +70,7 @@ class TokenizeConfig(StageConfig):
 
 
 @register
-class Tokenize(_PassThrough):
+class Tokenize(ProducerStage):
     """Encode documents per task in parallel, then write tokens/train and tokens/validation shard sets."""
 
     name = "tokenize"
@@ -104,17 +89,17 @@ class Tokenize(_PassThrough):
         """Loaded once per worker process, on first use."""
         if not hasattr(self, "_loaded"):
             trained = self.config.tokenizer == "train"
-            path = self.tokenizer_path if trained else self.context.resolve(self.config.tokenizer)
+            path = self.context.tokens.tokenizer if trained else self.context.resolve(self.config.tokenizer)
             self._loaded = load_tokenizer(path)
             self._eos = special_ids(self._loaded, self.config.eos_token)["eos"]
         return self._loaded
 
-    def signatures(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
+    def collect(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         tokenizer = self._tokenizer()
         return encode_documents(tokenizer, docs, self._eos)
 
-    def resolve(self, signature_files: list[Path], workdir: Path) -> None:
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
         plan = SplitPlan(self.config.validation_fraction, dict(self.config.weights), self.config.shuffle,
                          self.config.seed, self.config.shard_tokens)
-        write_token_splits(signature_files, self.context.run_dir / "tokens", self._tokenizer(), plan,
+        write_token_splits(collected_files, self.context.tokens.root, self._tokenizer(), plan,
                            self.config.eos_token, workdir / "flat")

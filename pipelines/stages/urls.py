@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
+
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,

@@ -111,7 +111,7 @@ def main() -> int:
     parser.add_argument("--skip-in-process", action="store_true", help="do not time run_recipe in-process")
     args = parser.parse_args()
 
-    from refinery.pipelines.engine.layout import PARQUET_OPTIONS
+    from refinery.corpora.atomic import PARQUET_OPTIONS
     from refinery.pipelines.engine.recipe import load_recipe
     from refinery.pipelines.engine.run import run_recipe
 
@@ -166,7 +166,7 @@ def main() -> int:
     # with use_threads=False): the per-byte cost of each side, without start-up, pools or other processes.
     from refinery.corpora.readers import plan_input, read_task
     from refinery.corpora.records import DOCUMENT_SCHEMA
-    from refinery.pipelines.engine.layout import AtomicParquetWriter
+    from refinery.corpora.atomic import AtomicParquetWriter
 
     task = plan_input(str(paths[0]), ROOT, load_recipe(recipe).recipe.task_size)[0]
     with open(paths[0], "rb") as stream:

@@ -61,11 +61,11 @@ def load_docs(path: Path) -> pa.Table:
 def our_signatures(docs: pa.Table, config: dict) -> float:
     """Seconds for the stage's `signatures` over all documents (after a warm-up batch)."""
     stage = MinhashDedup(MinhashDedupConfig(**config))
-    stage.signatures(docs.slice(0, 100), pa.array(range(100), pa.int64()))
+    stage.collect(docs.slice(0, 100), pa.array(range(100), pa.int64()))
     started = time.perf_counter()
     for lo in range(0, docs.num_rows, BATCH_ROWS):
         batch = docs.slice(lo, BATCH_ROWS)
-        stage.signatures(batch, pa.array(range(lo, lo + batch.num_rows), pa.int64()))
+        stage.collect(batch, pa.array(range(lo, lo + batch.num_rows), pa.int64()))
     return time.perf_counter() - started
 
 

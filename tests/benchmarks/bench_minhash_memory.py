@@ -46,7 +46,7 @@ recipe, workdir = load_recipe(sys.argv[1]), Path(sys.argv[2])
 stage = MinhashDedup(recipe.stages[0].config)
 baseline = status("VmRSS")
 started = time.perf_counter()
-stage.resolve(sorted((workdir / "signatures").glob("part-*.parquet")), workdir)
+stage.finish(sorted((workdir / "signatures").glob("part-*.parquet")), workdir)
 print(json.dumps({"seconds": time.perf_counter() - started, "baseline_rss_mb": baseline,
                   "peak_rss_mb": status("VmHWM")}))
 """

@@ -40,8 +40,8 @@ def _texts(data: Path) -> list[str]:
 def ours(texts: list[str], folder: Path) -> list[str]:
     stage = ParagraphDedup(ParagraphDedupConfig())
     docs, ordinals = pa.table({"text": texts}), pa.array(range(len(texts)), pa.int64())
-    pq.write_table(stage.signatures(docs, ordinals), folder / "part-00000.parquet")
-    stage.resolve([folder / "part-00000.parquet"], folder)
+    pq.write_table(stage.collect(docs, ordinals), folder / "part-00000.parquet")
+    stage.finish([folder / "part-00000.parquet"], folder)
     decisions = stage.load_decisions(folder, 0, len(texts))
     return stage.apply(docs, ordinals, decisions).kept.column("text").to_pylist()
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing as mp
+import os
 import queue
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-TaskFn = Callable[[Any, Callable[[int], None]], Any]
+from refinery.pipelines.engine.executors import register
+from refinery.pipelines.engine.executors.base import Executor, TaskFn, guarded
 
 _progress_queue: Any = None
-
-
-class TaskFailed(RuntimeError):
-    """A task raised; the message names the task so the user knows which input to look at."""
 
 
 def _init_worker(progress_queue: Any) -> None:
@@ -37,9 +35,14 @@ def _call(fn: TaskFn, job: Any) -> Any:
     return fn(job, _report)
 
 
-class LocalExecutor:
-    def __init__(self, workers: int):
-        self.workers = max(1, workers)
+@register
+class LocalExecutor(Executor):
+    """Processes on this machine (`workers` of them; all cores by default)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
 
     def map(
         self, fn: TaskFn, jobs: Sequence[Any], on_progress: Callable[[int], None], describe: Callable[[Any], str]
@@ -47,7 +50,7 @@ class LocalExecutor:
         """Yield (job, result) as tasks finish; `on_progress(n)` receives records read as they are read."""
         if self.workers == 1 or len(jobs) <= 1:
             for job in jobs:
-                yield job, self._guarded(lambda j=job: fn(j, on_progress), job, describe)
+                yield job, guarded(lambda j=job: fn(j, on_progress), job, describe)
             return
         context = _worker_context(fn)
         progress_queue = context.Queue()
@@ -65,21 +68,12 @@ class LocalExecutor:
                     _drain(progress_queue, on_progress)
                     for future in sorted(done, key=futures.__getitem__):
                         job = jobs[futures[future]]
-                        yield job, self._guarded(future.result, job, describe)
+                        yield job, guarded(future.result, job, describe)
             except BaseException:
                 for future in pending:
                     future.cancel()
                 raise
             _drain(progress_queue, on_progress)
-
-    @staticmethod
-    def _guarded(call: Callable[[], Any], job: Any, describe: Callable[[Any], str]) -> Any:
-        try:
-            return call()
-        except (KeyboardInterrupt, TaskFailed):
-            raise
-        except Exception as err:
-            raise TaskFailed(f"{describe(job)} failed: {type(err).__name__}: {err}") from err
 
 
 def _worker_context(fn: TaskFn) -> mp.context.BaseContext:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import xxhash
+
 from refinery.pipelines.stages.neardup.shingles import ShingleSets, fmix64
 
 # Elements of the [num_perm × shingles] work matrix per chunk (8 bytes each): 4 MiB stays in cache.

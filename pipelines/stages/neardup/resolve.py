@@ -13,7 +13,6 @@ under `memory_limit` (spilling to work/<stage>/duckdb-tmp), and the shingle sets
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from refinery.pipelines.engine.layout import AtomicParquetWriter, read_json, temp_name, write_json
+
+from refinery.corpora.atomic import AtomicParquetWriter, atomic_path, read_json, write_json
 from refinery.pipelines.stages.neardup import lsh
 from refinery.pipelines.stages.neardup.setstore import Sets, SetStore, jaccard, pair_jaccard, read_sets
 from refinery.pipelines.stages.neardup.unionfind import components
@@ -100,9 +100,8 @@ class _Job:
 
     def copy(self, query: str, target: Path) -> int:
         """Run `query` into a Parquet file atomically; return its row count."""
-        tmp = temp_name(target)
-        self.con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)")
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            self.con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)")
         return pq.ParquetFile(target).metadata.num_rows
 
 
@@ -183,9 +182,8 @@ def _clusters(job: _Job) -> dict[str, int]:
     pairs = pq.read_table(job.workdir / "pairs.parquet", columns=["a", "b"], filters=filters)
     nodes, labels = components(pairs.column("a").to_numpy(), pairs.column("b").to_numpy())
     target = job.workdir / "clusters.parquet"
-    tmp = temp_name(target)
-    pq.write_table(pa.table({"ord": pa.array(nodes, pa.int64()), "cluster": pa.array(labels, pa.int64())}), tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        pq.write_table(pa.table({"ord": pa.array(nodes, pa.int64()), "cluster": pa.array(labels, pa.int64())}), tmp)
     return {"clustered_docs": len(nodes), "clusters": len(np.unique(labels))}
 
 
@@ -285,10 +283,8 @@ def run(signature_files: list[Path], workdir: Path, settings: Settings) -> dict[
     summary = {"bands": settings.bands, "rows": settings.rows, "threshold": settings.threshold,
                "s_curve": lsh.s_curve(settings.bands, settings.rows)}
     if not signature_files:
-        target = decisions_path(workdir)
-        tmp = temp_name(target)
-        pq.write_table(DECISION_SCHEMA.empty_table(), tmp)
-        os.replace(tmp, target)
+        with atomic_path(decisions_path(workdir)) as tmp:
+            pq.write_table(DECISION_SCHEMA.empty_table(), tmp)
     else:
         job = _Job(signature_files, workdir, settings)
         for name, phase in PHASES:

@@ -7,7 +7,6 @@ sets to the pairs, but its joins and sorts of list columns go well past its memo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -15,7 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from refinery.pipelines.engine.layout import temp_name
+
+from refinery.corpora.atomic import atomic_path
 
 READ_ROWS = 2048  # signature rows read at a time while copying
 
@@ -83,9 +83,8 @@ def read_sets(path: Path) -> pa.Table:
 
 
 def _write(table: pa.Table, target: Path) -> None:
-    tmp = temp_name(target)
-    pq.write_table(table, tmp, compression="none")  # random hashes do not compress; the blocks are read often
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="none")  # random hashes do not compress; the blocks are read often
 
 
 def selected_rows(signature_files: list[Path], wanted: np.ndarray, columns: list[str]) -> Iterator[pa.Table]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.compute as pc
+
 from refinery.pipelines.stages.text.textstats import Pieces, to_numpy
 
 
