@@ -10,13 +10,20 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REFINERY_SHARED_DATA", REPO.parent / "shared" / "data"))
+MISSING_DATA = (f"the real test data is not at {SHARED_DATA}: the tests read it from the folder shared/data beside "
+                f"the checkout ({REPO.parent / 'shared' / 'data'}), or from the folder that the REFINERY_SHARED_DATA "
+                "environment variable names; put it there or set the variable")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop the whole session at once, with one message, when the data is missing: almost every test needs it,
+    and hundreds of identical errors (and a demo running for minutes) would hide the cause."""
+    if not SHARED_DATA.is_dir():
+        pytest.exit(MISSING_DATA, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.fail(f"real test data not found at {SHARED_DATA}: put ../shared beside the checkout "
-                    "or set REFINERY_SHARED_DATA")
     return SHARED_DATA
 
 
