@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+
 from refinery.corpora.records import document_table
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import run_recipe
@@ -26,7 +28,6 @@ from refinery.training.config import ConfigError, TrainConfig, load_train_config
 from refinery.training.data import TrainingData
 from refinery.training.model import GPT, GPT_PRESETS, GPTConfig, count_parameters
 from refinery.training.train import TrainingError, lr_at, train
-from safetensors import safe_open
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
+
 from refinery.corpora.evalsets import hellaswag_rows
 from refinery.tokenization.reader import TokenShards
 from refinery.training.data import split_folder
 from refinery.training.model import GPT, LSTM
-from tokenizers import Tokenizer
 
 # Where each task's file sits in an llm-foundry `local_data` folder (and HellaSwag beside it as plain text).
 TASK_FILES = {

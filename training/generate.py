@@ -12,13 +12,14 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
+
 from refinery.tokenization.chat import END, render_chat
 from refinery.tokenization.reader import TokenShards
 from refinery.tokenization.tokenizer import special_ids
 from refinery.training.data import split_folder
 from refinery.training.evaluate import model_device
 from refinery.training.model import GPT, LSTM
-from tokenizers import Tokenizer
 
 
 @torch.no_grad()

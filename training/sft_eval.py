@@ -15,10 +15,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from refinery.tokenization.chat import ROLE_MARKERS
 from refinery.training.generate import generate
 from refinery.training.model import GPT, LSTM
-from tokenizers import Tokenizer
 
 
 @dataclass
