@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-ROLES = ("system", "user", "assistant", "tool_call", "tool")
 # Roles the model writes: they are what a loss mask trains on.
 ASSISTANT_ROLES = ("assistant", "tool_call")
 

@@ -24,15 +24,6 @@ DOCUMENT_SCHEMA = pa.schema(
 
 MESSAGE_TYPE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
 
-CONVERSATION_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("messages", pa.list_(MESSAGE_TYPE), nullable=False),
-        pa.field("meta", pa.string()),
-    ]
-)
-
 # A record the reader could not turn into a document: kept byte for byte with the reason.
 QUARANTINE_SCHEMA = pa.schema(
     [

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from refinery.corpora.readers import infer_format, warc
 from refinery.corpora.readers.base import ReadTask
 from refinery.corpora.readers.charset import decode_page, python_codec
@@ -51,7 +52,7 @@ EXPECTED = {
 
 def read_file(path: Path, batch_rows: int = 4096) -> tuple[pa.Table, pa.Table, Counter]:
     """(documents, quarantined, skipped) of one file, every batch checked for reconciling counts."""
-    batches = list(warc.read(ReadTask("warc", str(path), path.name), batch_rows))
+    batches = list(warc.WarcReader().read(ReadTask("warc", str(path), path.name), batch_rows))
     for batch in batches:
         assert batch.records == batch.documents.num_rows + batch.quarantined.num_rows
         assert batch.documents.schema.equals(warc.SCHEMA)

@@ -1,79 +1,132 @@
-"""Readers turn input files into Document batches. Each format module has `plan` and `read`.
+"""The reader registry: recipe inputs name readers by these keys (`format:`), or their file names do.
 
-`plan_input` expands one recipe input (a path or glob) into ReadTasks; `read_task` streams one task.
+Every module in this package is imported once, so a new input format is one new file whose Reader subclass
+carries `@register`; nothing else needs editing. `plan_input` expands one recipe input into ReadTasks and
+`read_task` streams one task, both through the registry.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib
 import os
-from collections.abc import Iterable, Iterator
+import pkgutil
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from refinery.corpora.readers import hf, instructions, jsonl, parquet, text, warc, wikipedia
-from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask
-from refinery.corpora.records import DOCUMENT_SCHEMA
+from pydantic import ValidationError
 
-FORMATS = {"jsonl": jsonl, "parquet": parquet, "text": text, "hf": hf, "wikipedia": wikipedia, "warc": warc,
-           "instructions": instructions, **instructions.NAMED_READERS}
+from refinery.corpora.readers.base import (
+    COMPRESSED_SUFFIXES,
+    DEFAULT_BATCH_ROWS,
+    InputError,
+    ReadBatch,
+    Reader,
+    ReaderOptions,
+    ReadTask,
+)
 
-_SUFFIX_FORMATS = [
-    ((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz"), "jsonl"),
-    ((".parquet",), "parquet"),
-    ((".txt", ".txt.gz", ".txt.zst", ".txt.bz2", ".text"), "text"),
-    ((".arrow",), "hf"),
-    ((".xml.bz2", ".xml", ".xml.gz"), "wikipedia"),
-    # WAT (.warc.wat.gz) holds metadata records only: read as WARC, every record is counted as skipped.
-    ((".warc", ".warc.gz", ".wet", ".wet.gz", ".wat", ".wat.gz"), "warc"),
-    # A whole-file JSON array is an instruction set (Alpaca, ShareGPT, ...); documents come as JSON Lines.
-    ((".json",), "instructions"),
-]
+READERS: dict[str, type[Reader]] = {}
 
-__all__ = ["FORMATS", "InputError", "ReadBatch", "ReadTask", "document_schema", "infer_format", "plan_input",
-           "read_task"]
+
+def register(cls: type[Reader]) -> type[Reader]:
+    """Class decorator: make a reader available to recipes as `format: <name>` and by its suffixes."""
+    if cls.name in READERS and READERS[cls.name] is not cls:
+        raise ValueError(f"two readers are named '{cls.name}'")
+    claimed = {s: name for name, r in READERS.items() if r is not cls for s in r.suffixes}
+    for suffix in cls.suffixes:
+        if suffix in claimed:
+            raise ValueError(f"readers '{claimed[suffix]}' and '{cls.name}' both claim the suffix '{suffix}'")
+    READERS[cls.name] = cls
+    return cls
+
+
+def format_names() -> str:
+    """The registered formats, for messages that ask the user to choose one."""
+    return ", ".join(sorted(READERS))
+
+
+def format_from_name(name: str | Path) -> str | None:
+    """The format a file name (or a glob's) tells by its ending: the reader with the longest matching suffix."""
+    lowered = str(name).lower()
+    matches = [(len(s), fmt) for fmt, r in READERS.items() for s in r.suffixes if lowered.endswith(s.lower())]
+    return max(matches)[1] if matches else None
+
+
+def infer_format(path: str | Path) -> str:
+    """The reader format of a file (or a `save_to_disk` folder), from what it is or else its name."""
+    fmt = next((name for name, r in READERS.items() if r.claims(path)), None) or format_from_name(path)
+    if fmt is None:
+        raise InputError(f"cannot tell the format of {path} from its name; add `format:` to this input "
+                         f"(one of: {format_names()})")
+    return fmt
+
+
+def option_formats(option: str) -> list[str]:
+    """The formats whose readers take an option of this name."""
+    return sorted(name for name, r in READERS.items() if option in r.Options.model_fields)
+
+
+def option_problems(fmt: str, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(option, what is wrong with it) for each option the reader of `fmt` refuses; empty when all fit."""
+    known = READERS[fmt].Options.model_fields
+    problems = []
+    for key in options:
+        if key in known:
+            continue
+        takers = option_formats(key)
+        if takers:
+            formats = ", ".join(takers)
+            problems.append((key, f"option '{key}' is not for format {fmt} (formats that take it: {formats})"))
+        else:
+            valid = ", ".join(known) or "none"
+            problems.append((key, f"unknown option '{key}' for format {fmt} (its options: {valid})"))
+    if problems:
+        return problems
+    try:
+        READERS[fmt].Options.model_validate(dict(options))
+    except ValidationError as err:
+        problems = [(".".join(map(str, e["loc"])), e["msg"]) for e in err.errors()]
+        return [(key, f"option '{key}' of format {fmt}: {message}") for key, message in problems]
+    return []
+
+
+def reader_options(fmt: str, options: Mapping[str, Any], path: str | Path = "") -> ReaderOptions:
+    """`options` validated by the reader of `fmt`; InputError naming each option that does not fit."""
+    if fmt not in READERS:
+        raise InputError(f"unknown format '{fmt}'{f' for {path}' if path else ''}: use one of {format_names()}")
+    problems = option_problems(fmt, options)
+    if problems:
+        where = f"{path}: " if path else ""
+        raise InputError(where + "; ".join(message for _, message in problems))
+    return READERS[fmt].Options.model_validate(dict(options))
 
 
 def document_schema(formats: Iterable[str]) -> pa.Schema:
     """The Document columns plus every typed column the given formats' readers add (e.g. WARC's url date)."""
-    schemas = [DOCUMENT_SCHEMA] + [getattr(FORMATS[f], "SCHEMA", DOCUMENT_SCHEMA) for f in sorted(set(formats))]
-    return pa.unify_schemas(schemas)
-
-
-def infer_format(path: str | Path) -> str:
-    """The reader format implied by a file name (or a `save_to_disk` folder)."""
-    if hf.is_dataset_folder(path):
-        return "hf"
-    name = str(path).lower()
-    for suffixes, fmt in _SUFFIX_FORMATS:
-        if name.endswith(suffixes):
-            return fmt
-    raise InputError(
-        f"cannot tell the format of {path} from its name; add `format:` to this input "
-        f"(one of: {', '.join(FORMATS)})"
-    )
-
-
-_SOURCE_SUFFIXES = (".gz", ".zst", ".zstd", ".bz2", ".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".arrow",
-                    ".xml", ".warc", ".wet", ".wat")
+    return pa.unify_schemas([Reader.schema] + [READERS[f].schema for f in sorted(set(formats))])
 
 
 def default_source(path: str | Path) -> str:
-    """A source label from a file name: the name without its format suffixes."""
+    """A source label from a file name: the name without its format and compression suffixes."""
+    endings = {part for r in READERS.values() for s in r.suffixes for part in s.lower().split(".")[1:]}
+    endings |= {s.lstrip(".") for s in COMPRESSED_SUFFIXES}
     name = Path(path).name
     while True:  # 'x.warc.wet.gz' → 'x'
-        suffix = next((s for s in _SOURCE_SUFFIXES if name.lower().endswith(s) and len(name) > len(s)), None)
-        if suffix is None:
+        stem, dot, ending = name.rpartition(".")
+        if not dot or not stem or ending.lower() not in endings:
             return name
-        name = name[: -len(suffix)]
+        name = stem
 
 
 def expand_paths(pattern: str, base_dir: Path) -> list[str]:
     """The files a path or glob names (relative to base_dir), sorted so task order is stable."""
     full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
     if glob.has_magic(full):
-        matches = sorted(p for p in glob.glob(full, recursive=True) if os.path.isfile(p) or hf.is_dataset_folder(p))
+        matches = sorted(p for p in glob.glob(full, recursive=True)
+                         if os.path.isfile(p) or any(r.claims(p) for r in READERS.values()))
         if not matches:
             raise InputError(f"no file matches '{pattern}' (looked in {base_dir})")
         return matches
@@ -88,26 +141,29 @@ def plan_input(
     task_size: int,
     format: str | None = None,
     source: str | None = None,
-    options: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> list[ReadTask]:
-    """Expand one recipe input into read tasks, splitting large files into byte or row ranges."""
-    options = {k: v for k, v in (options or {}).items() if v is not None}
+    """Expand one input into read tasks, each file read by its reader (`format`, else inferred per file)
+    with `options` validated by that reader, large files split into ranges by the reader's `plan`."""
     tasks = []
     for path in expand_paths(pattern, base_dir):
         fmt = format or infer_format(path)
-        if fmt not in FORMATS:
-            raise InputError(f"unknown format '{fmt}' for {path}: use one of {', '.join(FORMATS)}")
-        if fmt == "text":
-            ranges = text.plan(path, task_size, options.get("unit", "file"))
-        elif fmt == "hf":
-            ranges = hf.plan(path, task_size, options.get("split"))
-        else:
-            ranges = FORMATS[fmt].plan(path, task_size)
+        validated = reader_options(fmt, options or {}, path)
         label = source or default_source(path)
-        tasks.extend(ReadTask(fmt, path, label, start, end, options) for start, end in ranges)
+        ranges = READERS[fmt]().plan(path, task_size, validated)
+        tasks.extend(ReadTask(fmt, path, label, start, end, validated) for start, end in ranges)
     return tasks
 
 
 def read_task(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
     """Stream the Document batches of one task (quarantined records ride along in each batch)."""
-    yield from FORMATS[task.format].read(task, batch_rows)
+    yield from READERS[task.format]().read(task, batch_rows)
+
+
+# Modules that hold only helpers (base, rows, charset, warc_framing) register nothing; importing them is harmless.
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg):
+    importlib.import_module(f"{__name__}.{_module}")
+
+__all__ = ["READERS", "InputError", "ReadBatch", "ReadTask", "Reader", "ReaderOptions", "default_source",
+           "document_schema", "expand_paths", "format_from_name", "infer_format", "option_formats",
+           "option_problems", "plan_input", "read_task", "reader_options", "register"]

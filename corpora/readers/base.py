@@ -6,18 +6,14 @@ import gzip
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import pyarrow as pa
-from refinery.corpora.records import (
-    DOCUMENT_SCHEMA,
-    QUARANTINE_SCHEMA,
-    document_table,
-    position_id,
-    quarantine_table,
-)
+from pydantic import BaseModel, ConfigDict, Field
+
+from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, position_id, quarantine_table
 
 # Documents per yielded batch: big enough for vectorised stages, small enough to stream.
 DEFAULT_BATCH_ROWS = 4096
@@ -55,19 +51,37 @@ class InputError(ValueError):
     """An input cannot be read at all (not one bad record: the whole file or its configuration)."""
 
 
+class ReaderOptions(BaseModel):
+    """A reader's own options, written beside `path:` in a recipe input; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IdOptions(ReaderOptions):
+    id_field: str = Field("id", description="field holding the record's own id, if any (else its position is)")
+
+
+class FieldOptions(IdOptions):
+    """Options of readers of dict-like records (JSON Lines, Parquet, datasets)."""
+
+    text_field: str = Field("text", description="field holding the document text")
+
+
 @dataclass(frozen=True)
 class ReadTask:
     """One unit of reading work: a whole file, or a byte range / row range of a large one."""
 
-    format: str
+    format: str  # the registered name of the reader that reads it
     path: str
     source: str
     start: int = 0
     end: int | None = None  # exclusive; None = to the end
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ReaderOptions = field(default_factory=ReaderOptions)  # validated by the reader's Options
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The task as JSON values (for the run's manifest)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**values, "options": self.options.model_dump()}
 
 
 @dataclass
@@ -79,6 +93,50 @@ class ReadBatch:
     records: int  # records that should have become documents: documents + quarantined
     # Records that are not documents by design (a WARC request, an image response), counted by reason.
     skipped: dict[str, int] = field(default_factory=dict)
+
+
+class Reader:
+    """The reader contract: one input format, from file names to batches of Documents.
+
+    - `name` is what a recipe input writes as `format:`. `suffixes` are the file-name endings it claims: a
+      file whose input names no format is read by the reader with the longest matching suffix (`claims`
+      may also take a path whatever its name, e.g. a `datasets` folder).
+    - `Options` (a ReaderOptions model) are its recipe options, validated before anything is read, and
+      `schema` the Document columns plus the typed columns its documents carry.
+    - `plan(path, task_size, options)` cuts one file into tasks: (start, end) ranges in the reader's own
+      unit (byte offsets, rows, row groups; (0, None) = the whole file). The tasks of a file never share
+      or lose a record, so any worker may read any of them in any order.
+    - `read(task, batch_rows)` streams one task. Every record is accounted for: read = documents +
+      quarantined (+ skipped, counted by reason, for records that are no documents by design, like a WARC
+      request). A malformed record is quarantined with a reason and its raw bytes: it never crashes the
+      read nor vanishes, and the good records around it are kept. Only what makes a whole file unreadable
+      (or an option that does not fit it) raises InputError.
+
+    A new format is one module in corpora/readers/ whose Reader subclass carries `@register`.
+    """
+
+    name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type[ReaderOptions]] = ReaderOptions
+    schema: ClassVar[pa.Schema] = DOCUMENT_SCHEMA
+
+    @classmethod
+    def claims(cls, path: str | Path) -> bool:
+        """True when `path` is this reader's input whatever its name says."""
+        return False
+
+    def plan(self, path: str, task_size: int, options: ReaderOptions) -> list[tuple[int, int | None]]:
+        """The ranges of `path` that are read as separate tasks; by default the whole file is one."""
+        return [(0, None)]
+
+    def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+        raise NotImplementedError
+
+    def options_of(self, task: ReadTask) -> Any:
+        """The task's options as this reader's Options (its defaults for a task made without options)."""
+        if isinstance(task.options, self.Options):
+            return task.options
+        return self.Options.model_validate(task.options.model_dump())
 
 
 def is_compressed(path: str | Path) -> bool:
@@ -196,8 +254,9 @@ class RecordBuilder:
     def __init__(self, task: ReadTask):
         self.task = task
         self.file_name = Path(task.path).name
-        self.text_field = task.options.get("text_field", "text")
-        self.id_field = task.options.get("id_field", "id")
+        # Readers without these options (plain text, WARC) get the defaults.
+        self.text_field: str = getattr(task.options, "text_field", "text")
+        self.id_field: str = getattr(task.options, "id_field", "id")
         self._reset()
 
     def _reset(self) -> None:
@@ -292,6 +351,3 @@ class RecordBuilder:
             [self.metas[i] for i in keep],
         )
 
-
-def empty_batch() -> ReadBatch:
-    return ReadBatch(DOCUMENT_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table(), 0)

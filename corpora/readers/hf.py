@@ -5,13 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask, RecordBuilder
+from pydantic import Field
+
+from refinery.corpora.readers import register
+from refinery.corpora.readers.base import (
+    DEFAULT_BATCH_ROWS,
+    FieldOptions,
+    InputError,
+    ReadBatch,
+    Reader,
+    ReadTask,
+    RecordBuilder,
+)
 from refinery.corpora.readers.rows import add_rows
 
 
-def is_dataset_folder(path: str | Path) -> bool:
-    path = Path(path)
-    return path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json"))
+class HfOptions(FieldOptions):
+    split: str | None = Field(None, description="which split of a DatasetDict folder (default: train, if it has one)")
 
 
 def _load(path: str, split: str | None):
@@ -32,18 +42,31 @@ def _load(path: str, split: str | None):
     return loaded
 
 
-def plan(path: str, task_size: int, split: str | None = None) -> list[tuple[int, int | None]]:
-    dataset = _load(path, split)
-    rows = dataset.num_rows
-    if rows == 0:
-        return [(0, None)]
-    bytes_per_row = max(1, dataset.data.nbytes // rows)
-    rows_per_task = max(1, task_size // bytes_per_row)
-    return [(start, min(start + rows_per_task, rows)) for start in range(0, rows, rows_per_task)]
+@register
+class HfReader(Reader):
+    """Hugging Face `datasets` data: a `save_to_disk` folder or an `.arrow` file."""
 
+    name = "hf"
+    suffixes = (".arrow",)
+    Options = HfOptions
 
-def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-    dataset = _load(task.path, task.options.get("split"))
-    end = dataset.num_rows if task.end is None else task.end
-    table = dataset.data.table.slice(task.start, end - task.start)
-    yield from add_rows(RecordBuilder(task), table.to_batches(max_chunksize=batch_rows), task.start)
+    @classmethod
+    def claims(cls, path: str | Path) -> bool:
+        """A folder written by `save_to_disk`, whatever its name."""
+        path = Path(path)
+        return path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json"))
+
+    def plan(self, path: str, task_size: int, options: HfOptions) -> list[tuple[int, int | None]]:
+        dataset = _load(path, options.split)
+        rows = dataset.num_rows
+        if rows == 0:
+            return [(0, None)]
+        bytes_per_row = max(1, dataset.data.nbytes // rows)
+        rows_per_task = max(1, task_size // bytes_per_row)
+        return [(start, min(start + rows_per_task, rows)) for start in range(0, rows, rows_per_task)]
+
+    def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+        dataset = _load(task.path, self.options_of(task).split)
+        end = dataset.num_rows if task.end is None else task.end
+        table = dataset.data.table.slice(task.start, end - task.start)
+        yield from add_rows(RecordBuilder(task), table.to_batches(max_chunksize=batch_rows), task.start)

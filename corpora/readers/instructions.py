@@ -17,11 +17,11 @@ import itertools
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
+
 from refinery.corpora.conversations import (
     NORMALISERS,
     NotAConversation,
@@ -32,12 +32,14 @@ from refinery.corpora.conversations import (
     nest_messages,
     transcript,
 )
-from refinery.corpora.readers import jsonl
+from refinery.corpora.readers import jsonl, register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
     DamagedStream,
+    IdOptions,
     InputError,
     ReadBatch,
+    Reader,
     ReadTask,
     RecordBuilder,
     byte_ranges,
@@ -169,14 +171,6 @@ def _is_flat_export(path: str, format_name: str | None) -> bool:
         is_flat_oasst_message(record) for record in itertools.islice(_first_records(path), 1))
 
 
-def plan(path: str, task_size: int, format_name: str = AUTO) -> list[tuple[int, int | None]]:
-    if format_name == AUTO:
-        format_name = detect(path)  # fails now, naming the file, rather than in a worker
-    if _is_flat_export(path, format_name) or is_compressed(path) or _is_json_array(path):
-        return [(0, None)]
-    return byte_ranges(os.path.getsize(path), task_size)
-
-
 class ConversationBuilder(RecordBuilder):
     """RecordBuilder's conventions (own id over position id, extras in `meta`, quarantine with raw bytes) for
     conversations; a record may give several (an OASST tree's threads), each counted as a record."""
@@ -273,31 +267,37 @@ def _read_lines(builder: ConversationBuilder, task: ReadTask, batch_rows: int, f
     yield builder.flush()
 
 
-def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-    format_name = detect(task.path) if task.format == AUTO else task.format
-    if format_name is None:  # a file without records
-        yield ReadBatch(SCHEMA.empty_table(), quarantine_table([]), 0)
-        return
-    builder = ConversationBuilder(task, format_name)
-    if _is_json_array(task.path):
-        yield from _read_array(builder, task.path, batch_rows)
-    else:
-        yield from _read_lines(builder, task, batch_rows, _is_flat_export(task.path, format_name))
+@register
+class InstructionsReader(Reader):
+    """An instruction set whose format is detected from its first record (`format: instructions`, `.json`)."""
 
+    name = AUTO
+    # A whole-file JSON array is an instruction set (Alpaca, ShareGPT, ...); documents come as JSON Lines.
+    suffixes = (".json",)
+    Options = IdOptions
+    schema = SCHEMA
 
-@dataclass(frozen=True)
-class NamedFormatReader:
-    """The reader for a recipe that names the instruction format (`format: sharegpt`): no detection."""
-
-    format_name: str
-    SCHEMA: ClassVar[pa.Schema] = SCHEMA
-
-    def plan(self, path: str, task_size: int) -> list[tuple[int, int | None]]:
-        return plan(path, task_size, self.format_name)
+    def plan(self, path: str, task_size: int, options: IdOptions) -> list[tuple[int, int | None]]:
+        # Detection runs now, so a file of no known format fails at planning, naming the file, not in a worker.
+        format_name = detect(path) if self.name == AUTO else self.name
+        if _is_flat_export(path, format_name) or is_compressed(path) or _is_json_array(path):
+            return [(0, None)]
+        return byte_ranges(os.path.getsize(path), task_size)
 
     def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-        return read(task, batch_rows)
+        format_name = detect(task.path) if self.name == AUTO else self.name
+        if format_name is None:  # a file without records
+            yield ReadBatch(SCHEMA.empty_table(), quarantine_table([]), 0)
+            return
+        builder = ConversationBuilder(task, format_name)
+        if _is_json_array(task.path):
+            yield from _read_array(builder, task.path, batch_rows)
+        else:
+            yield from _read_lines(builder, task, batch_rows, _is_flat_export(task.path, format_name))
 
 
-# Registered in corpora.readers.FORMATS beside this module (the automatic `instructions` format).
-NAMED_READERS = {name: NamedFormatReader(name) for name in NORMALISERS}
+# A recipe that names the instruction format (`format: sharegpt`) gets a reader without detection. They claim
+# no suffix: a file's name cannot tell these formats apart.
+for _format_name in NORMALISERS:
+    register(type(f"{_format_name.title().replace('_', '')}Reader", (InstructionsReader,),
+                  {"name": _format_name, "suffixes": (), "__doc__": f"Instruction sets in the {_format_name} format."}))

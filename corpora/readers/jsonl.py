@@ -14,10 +14,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
+
+from refinery.corpora.readers import register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
     DamagedStream,
+    FieldOptions,
     ReadBatch,
+    Reader,
     ReadTask,
     RecordBuilder,
     byte_ranges,
@@ -28,13 +32,6 @@ from refinery.corpora.readers.base import (
 # orjson reads an integer literal beyond 64 bits as a float, where `json` keeps it exact; every float
 # this large is therefore read again by `json` (a genuine float literal comes out the same either way).
 _HUGE = float(2**63)
-
-
-def plan(path: str, task_size: int) -> list[tuple[int, int | None]]:
-    # A compressed stream cannot be entered in the middle, so it is one task.
-    if is_compressed(path):
-        return [(0, None)]
-    return byte_ranges(os.path.getsize(path), task_size)
 
 
 def _has_huge_float(container: dict | list) -> bool:
@@ -85,10 +82,26 @@ def parsed_lines(task: ReadTask, quarantine: Quarantine) -> Iterator[tuple[int, 
         quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
 
 
-def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-    builder = RecordBuilder(task)
-    for offset, line, record in parsed_lines(task, builder.quarantine):
-        builder.add(record, offset, line)
-        if len(builder) >= batch_rows:
-            yield builder.flush()
-    yield builder.flush()
+@register
+class JsonlReader(Reader):
+    """JSON Lines: one JSON object per line, plain, gzip or zstd."""
+
+    name = "jsonl"
+    # `.json.gz` is JSON Lines: a whole-file JSON array is not worth compressing separately (plain `.json`
+    # is an instruction set, corpora.readers.instructions).
+    suffixes = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz")
+    Options = FieldOptions
+
+    def plan(self, path: str, task_size: int, options: FieldOptions) -> list[tuple[int, int | None]]:
+        # A compressed stream cannot be entered in the middle, so it is one task.
+        if is_compressed(path):
+            return [(0, None)]
+        return byte_ranges(os.path.getsize(path), task_size)
+
+    def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+        builder = RecordBuilder(task)
+        for offset, line, record in parsed_lines(task, builder.quarantine):
+            builder.add(record, offset, line)
+            if len(builder) >= batch_rows:
+                yield builder.flush()
+        yield builder.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
+
 from refinery.corpora.readers.base import InputError, ReadBatch, RecordBuilder
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from typing import Literal
 
+from pydantic import Field
+
+from refinery.corpora.readers import register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
     DamagedStream,
-    InputError,
     ReadBatch,
+    Reader,
+    ReaderOptions,
     ReadTask,
     RecordBuilder,
     byte_ranges,
@@ -19,17 +24,12 @@ from refinery.corpora.readers.base import (
     read_whole,
 )
 
-UNITS = ("file", "line", "paragraph")
 _PARAGRAPH_BREAK = re.compile(rb"\n[ \t\r]*\n")
 
 
-def plan(path: str, task_size: int, unit: str = "file") -> list[tuple[int, int | None]]:
-    if unit not in UNITS:
-        raise InputError(f"unknown text unit '{unit}' for {path}: use one of {', '.join(UNITS)}")
-    # Only line units can start mid-file; files and paragraphs are read whole.
-    if unit != "line" or is_compressed(path):
-        return [(0, None)]
-    return byte_ranges(os.path.getsize(path), task_size)
+class TextOptions(ReaderOptions):
+    unit: Literal["file", "line", "paragraph"] = Field(
+        "file", description="what one document is: a whole file, a line, or a blank-line-separated paragraph")
 
 
 def _decode(raw: bytes) -> str:
@@ -37,9 +37,8 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8-sig").replace("\r\n", "\n")
 
 
-def _units(task: ReadTask) -> Iterator[tuple[int, bytes]]:
+def _units(task: ReadTask, unit: str) -> Iterator[tuple[int, bytes]]:
     """(position, raw bytes) of each document; raises DamagedStream after the last intact one."""
-    unit = task.options.get("unit", "file")
     if unit == "line":
         yield from iter_lines(task.path, task.start, task.end)
         return
@@ -58,20 +57,35 @@ def _units(task: ReadTask) -> Iterator[tuple[int, bytes]]:
     yield start, data[start:]
 
 
-def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-    builder = RecordBuilder(task)
-    try:
-        for offset, raw in _units(task):
-            if not raw.strip():
-                continue
-            try:
-                text = _decode(raw)
-            except UnicodeDecodeError as err:
-                builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the record", raw)
-            else:
-                builder.add_text(text if task.options.get("unit", "file") == "file" else text.rstrip("\r\n"), offset)
-            if len(builder) >= batch_rows:
-                yield builder.flush()
-    except DamagedStream as damage:
-        builder.quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
-    yield builder.flush()
+@register
+class TextReader(Reader):
+    """Plain text: one document per file, line or paragraph."""
+
+    name = "text"
+    suffixes = (".txt", ".txt.gz", ".txt.zst", ".txt.bz2", ".text")
+    Options = TextOptions
+
+    def plan(self, path: str, task_size: int, options: TextOptions) -> list[tuple[int, int | None]]:
+        # Only line units can start mid-file; files and paragraphs are read whole.
+        if options.unit != "line" or is_compressed(path):
+            return [(0, None)]
+        return byte_ranges(os.path.getsize(path), task_size)
+
+    def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+        unit = self.options_of(task).unit
+        builder = RecordBuilder(task)
+        try:
+            for offset, raw in _units(task, unit):
+                if not raw.strip():
+                    continue
+                try:
+                    text = _decode(raw)
+                except UnicodeDecodeError as err:
+                    builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the record", raw)
+                else:
+                    builder.add_text(text if unit == "file" else text.rstrip("\r\n"), offset)
+                if len(builder) >= batch_rows:
+                    yield builder.flush()
+        except DamagedStream as damage:
+            builder.quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
+        yield builder.flush()

@@ -26,7 +26,9 @@ from datetime import datetime
 
 import pyarrow as pa
 from fastwarc.warc import WarcRecord
-from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, ReadTask, RecordBuilder
+
+from refinery.corpora.readers import register
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, Reader, ReadTask, RecordBuilder
 from refinery.corpora.readers.charset import decode_page
 from refinery.corpora.readers.warc_framing import Damaged, Framed, frame_records
 from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, encode_meta, position_id, quarantine_table
@@ -44,11 +46,6 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Record types that are never documents; the count of each is reported under its own name.
 _SKIPPED_TYPES = ("warcinfo", "request", "metadata", "revisit", "resource", "continuation")
 _SNIFF_HTML = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)[\s>]", re.IGNORECASE | re.DOTALL)
-
-
-def plan(path: str, task_size: int) -> list[tuple[int, int | None]]:
-    # Gzip members cannot be told apart from the outside and record boundaries need a scan: one task per file.
-    return [(0, None)]
 
 
 class _Batch(RecordBuilder):
@@ -187,19 +184,32 @@ def _add_conversion(batch: _Batch, framed: Framed) -> None:
                                                                                   "charset_from": how})
 
 
-def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-    batch = _Batch(task)
-    for item in frame_records(task.path):
-        if isinstance(item, Damaged):
-            batch.quarantine(item.position, item.reason, item.raw, item.record_id)
-        elif item.oversized:
-            batch.skipped["oversized"] += 1
-        elif item.record_type == "response":
-            _add_response(batch, item)
-        elif item.record_type == "conversion":
-            _add_conversion(batch, item)
-        else:
-            batch.skipped[item.record_type if item.record_type in _SKIPPED_TYPES else "unknown_type"] += 1
-        if len(batch) >= batch_rows:
-            yield batch.flush()
-    yield batch.flush()
+@register
+class WarcReader(Reader):
+    """WARC, WET and WAT files: HTML responses and WET conversions become documents.
+
+    One task per file (the default plan): gzip members cannot be told apart from the outside and record
+    boundaries need a scan. WAT (.warc.wat.gz) holds metadata records only: read as WARC, every record is
+    counted as skipped.
+    """
+
+    name = "warc"
+    suffixes = (".warc", ".warc.gz", ".wet", ".wet.gz", ".wat", ".wat.gz")
+    schema = SCHEMA
+
+    def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+        batch = _Batch(task)
+        for item in frame_records(task.path):
+            if isinstance(item, Damaged):
+                batch.quarantine(item.position, item.reason, item.raw, item.record_id)
+            elif item.oversized:
+                batch.skipped["oversized"] += 1
+            elif item.record_type == "response":
+                _add_response(batch, item)
+            elif item.record_type == "conversion":
+                _add_conversion(batch, item)
+            else:
+                batch.skipped[item.record_type if item.record_type in _SKIPPED_TYPES else "unknown_type"] += 1
+            if len(batch) >= batch_rows:
+                yield batch.flush()
+        yield batch.flush()

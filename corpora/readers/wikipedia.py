@@ -33,7 +33,9 @@ from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, ReadTask, open_binary
+
+from refinery.corpora.readers import register
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, Reader, ReadTask, open_binary
 from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, position_id, quarantine_table
 from refinery.corpora.wikitext import HIDDEN_LINK_NAMESPACES, to_plain_text
 
@@ -53,37 +55,45 @@ _HIDDEN_NAMESPACE_KEYS = ("-2", "6", "14")
 _URL_SAFE = ";:@$!*(),/~"
 
 
-def plan(path: str, task_size: int) -> list[tuple[int, int | None]]:
-    # One task per dump: positions are page ordinals, which only a pass from the start can count.
-    return [(0, None)]
+@register
+class WikipediaReader(Reader):
+    """MediaWiki XML dumps: one document per article.
 
+    One task per dump (the default plan): positions are page ordinals, which only a pass from the start can
+    count.
+    """
 
-def read(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-    dump = _DumpStream(task.path)
-    pages = _PageCollector(task)
-    position = 0
-    for kind, raw in _pieces(dump):
-        if kind == "header":
-            if raw.strip() and b"<mediawiki" not in raw and not dump.damage:
-                raise InputError(f"{task.path} is not a MediaWiki XML dump (no <mediawiki> element before its first "
-                                 "page); give this input its own `format:`")
-            pages.site = _Site.from_header(raw)
-            continue
-        if kind == "page":
-            pages.add(raw, position)
-        elif kind == "unterminated":
-            pages.quarantine(position, "unterminated_page: no </page> before the next <page>", raw)
-        else:  # what follows the last page: the end of the dump, or a page it ends inside of
-            started = raw.find(_PAGE_OPEN)
-            if dump.damage:
-                pages.quarantine(position, f"truncated_stream: {dump.damage}", raw[started:] if started >= 0 else None)
-            elif started >= 0:
-                pages.quarantine(position, "truncated_page: the dump ends inside this page", raw[started:])
-            break
-        position += 1
-        if len(pages) >= batch_rows:
-            yield pages.flush()
-    yield pages.flush()
+    name = "wikipedia"
+    suffixes = (".xml.bz2", ".xml", ".xml.gz")
+    schema = SCHEMA
+
+    def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
+        dump = _DumpStream(task.path)
+        pages = _PageCollector(task)
+        position = 0
+        for kind, raw in _pieces(dump):
+            if kind == "header":
+                if raw.strip() and b"<mediawiki" not in raw and not dump.damage:
+                    raise InputError(f"{task.path} is not a MediaWiki XML dump (no <mediawiki> element before its "
+                                     "first page); give this input its own `format:`")
+                pages.site = _Site.from_header(raw)
+                continue
+            if kind == "page":
+                pages.add(raw, position)
+            elif kind == "unterminated":
+                pages.quarantine(position, "unterminated_page: no </page> before the next <page>", raw)
+            else:  # what follows the last page: the end of the dump, or a page it ends inside of
+                started = raw.find(_PAGE_OPEN)
+                if dump.damage:
+                    page = raw[started:] if started >= 0 else None
+                    pages.quarantine(position, f"truncated_stream: {dump.damage}", page)
+                elif started >= 0:
+                    pages.quarantine(position, "truncated_page: the dump ends inside this page", raw[started:])
+                break
+            position += 1
+            if len(pages) >= batch_rows:
+                yield pages.flush()
+        yield pages.flush()
 
 
 # --- the byte stream -----------------------------------------------------------------------------------

@@ -5,19 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-
-@dataclass
-class InputSpec:
-    """One input of a class, as a recipe's `inputs:` item: a path or glob, its reader, reader options."""
-
-    path: str
-    format: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-
 
 DESCRIPTION = """Train a fastText quality classifier (DCLM style): positives against negatives, each read like a
 recipe input (any format; conversations give their assistant answers). The classes are balanced (the larger is
@@ -33,25 +22,30 @@ EXAMPLE = """example:
 
 
 class _InputAction(argparse.Action):
-    """--positive/--negative PATH adds an input; --positive-format/-option apply to the last one named."""
+    """--positive/--negative PATH adds an input, as a recipe's `inputs:` item ({path, format, reader options});
+    --positive-format/-option apply to the last one named. The reader registry checks them when the command runs
+    (importing it here would slow every CLI start)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any,
                  option: str | None = None) -> None:
         side, _, what = self.dest.partition("_")
-        inputs: list[InputSpec] = getattr(namespace, side) or []
+        inputs: list[dict[str, str]] = getattr(namespace, side) or []
         setattr(namespace, side, inputs)
         if not what:
-            inputs.append(InputSpec(value))
+            inputs.append({"path": value})
             return
         if not inputs:
             parser.error(f"{option} comes after the --{side} PATH it applies to")
         if what == "format":
-            inputs[-1].format = value
-        else:
-            name, equals, setting = value.partition("=")
-            if not equals or not name:
-                parser.error(f"{option} takes KEY=VALUE (e.g. unit=line for text files), got {value!r}")
-            inputs[-1].options[name] = setting
+            inputs[-1]["format"] = value
+            return
+        name, equals, setting = value.partition("=")
+        if not equals or not name:
+            parser.error(f"{option} takes KEY=VALUE (e.g. unit=line for text files), got {value!r}")
+        if name in ("path", "format"):
+            parser.error(f"{option} sets reader options; give the {name} with --{side}"
+                         f"{'-format' if name == 'format' else ''}")
+        inputs[-1][name] = setting
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

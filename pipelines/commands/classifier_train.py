@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from refinery.corpora.readers import ReadBatch, plan_input, read_task
-from refinery.pipelines.commands.classifier import InputSpec
+
+from refinery.corpora.readers import ReadBatch, read_task
 from refinery.pipelines.engine.layout import temp_name, write_json
+from refinery.pipelines.engine.recipe import InputSpec, input_spec
 from refinery.pipelines.stages.quality_classifier import LABEL_PREFIX, classifier_text, positive_probabilities
 
 POSITIVE_LABEL, NEGATIVE_LABEL = "hq", "lq"
@@ -80,7 +81,7 @@ def read_class(inputs: list[InputSpec], base_dir: Path, max_docs: int, report: C
     """
     heap: list[tuple[bytes, str, str]] = []  # a max-heap on the key, through negated bytes
     for spec in inputs:
-        for task in plan_input(spec.path, base_dir, READ_TASK_BYTES, spec.format, None, spec.options):
+        for task in spec.plan(base_dir, READ_TASK_BYTES):
             for batch in read_task(task):
                 _take(batch, heap, max_docs, report)
     return sorted((_flip(flipped), source, text) for flipped, source, text in heap)
@@ -146,15 +147,21 @@ def evaluate(scores: np.ndarray, positive: np.ndarray, threshold: float = 0.5) -
             "true_negatives": int(len(scores) - tp - fp - fn)}
 
 
-def train(positives: list[InputSpec], negatives: list[InputSpec], output: Path, base_dir: Path = Path("."),
+def train(positives: list[dict[str, Any]], negatives: list[dict[str, Any]], output: Path, base_dir: Path = Path("."),
           max_docs: int = 100_000, heldout: float = 0.2, threads: int = MIN_THREADS) -> dict[str, Any]:
-    """Train, evaluate on the held-out split, save `output` and its report (`output` with a .json suffix)."""
+    """Train, evaluate on the held-out split, save `output` and its report (`output` with a .json suffix).
+
+    `positives` and `negatives` are inputs as a recipe writes them ({"path": ..., "format": ..., "unit": ...}),
+    paths relative to `base_dir`; every one is checked before anything is read.
+    """
     import fasttext  # the training build (fasttext-numpy2-wheel); imported only here
 
     started = time.perf_counter()
+    specs = {side: [input_spec(entry, f"--{side} {entry.get('path')}") for entry in entries]
+             for side, entries in (("positive", positives), ("negative", negatives))}
     reports = {POSITIVE_LABEL: ClassReport(), NEGATIVE_LABEL: ClassReport()}
-    classes = {POSITIVE_LABEL: read_class(positives, base_dir, max_docs, reports[POSITIVE_LABEL]),
-               NEGATIVE_LABEL: read_class(negatives, base_dir, max_docs, reports[NEGATIVE_LABEL])}
+    classes = {POSITIVE_LABEL: read_class(specs["positive"], base_dir, max_docs, reports[POSITIVE_LABEL]),
+               NEGATIVE_LABEL: read_class(specs["negative"], base_dir, max_docs, reports[NEGATIVE_LABEL])}
     size = min(len(docs) for docs in classes.values())
     if size == 0:
         empty = [label for label, docs in classes.items() if not docs]
@@ -195,7 +202,7 @@ def train(positives: list[InputSpec], negatives: list[InputSpec], output: Path, 
         "heldout": evaluate(np.asarray(scores, dtype=np.float64), positive),
         "heldout_fraction": heldout, "max_docs": max_docs,
         "classes": {"positive": vars(reports[POSITIVE_LABEL]), "negative": vars(reports[NEGATIVE_LABEL])},
-        "inputs": {"positive": [vars(s) for s in positives], "negative": [vars(s) for s in negatives]},
+        "inputs": {side: [spec.model_dump() for spec in side_specs] for side, side_specs in specs.items()},
         "hyperparameters": {**HYPERPARAMETERS, "thread": threads},
         "seconds": {"read": round(read_seconds, 2), "train": round(fit_seconds, 2),
                     "total": round(time.perf_counter() - started, 2)},

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from refinery.corpora.readers import READERS, ReadTask, format_from_name, option_problems, plan_input
 from refinery.pipelines.stages import STAGES, StageConfig
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
@@ -33,19 +36,66 @@ class RecipeError(ValueError):
     """A recipe that cannot run; the message names the file and line."""
 
 
+# The keys of a recipe input that are not reader options.
+INPUT_KEYS = ("path", "format", "source")
+
+
 class InputSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One input: which files, read by which reader, labelled how, with that reader's options.
+
+    Recipes write the options flat beside `path:` (`text_field: content`); the reader's Options model checks
+    them. Where `format:` is left out, the path's name tells the reader when it can (`crawl/*.warc.gz`);
+    otherwise each file's options are checked when the input is planned.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str = Field(description="file, folder or glob, relative to the recipe's folder")
-    format: Literal["jsonl", "parquet", "text", "hf", "wikipedia", "warc", "instructions", "alpaca", "dolly",
-                    "sharegpt", "openai", "oasst", "oasst_best", "self_instruct", "qa"] | None = Field(
-        None, description="reader; inferred from the file name when left out"
-    )
+    format: str | None = Field(None, description="reader; inferred from the file name when left out")
     source: str | None = Field(None, description="label for the `source` column (default: the file name)")
-    text_field: str = Field("text", description="field holding the document text (jsonl, parquet, hf)")
-    id_field: str = Field("id", description="field holding the record's own id, if any")
-    unit: Literal["file", "line", "paragraph"] = Field("file", description="text: what one document is")
-    split: str | None = Field(None, description="hf: which split of a DatasetDict folder")
+    options: dict[str, Any] = Field(default_factory=dict, description="the reader's options, as written")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reader_options(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        entry = {k: v for k, v in data.items() if k in INPUT_KEYS}
+        options = {k: v for k, v in data.items() if k not in INPUT_KEYS}
+        errors = _input_errors(entry, options)
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, [
+                InitErrorDetails(type=PydanticCustomError("input_option", message), loc=(key,), input=data.get(key))
+                for key, message in errors])
+        return {**entry, "options": options}
+
+    def plan(self, base_dir: Path, task_size: int) -> list[ReadTask]:
+        """The input's read tasks: its files (relative to base_dir), each read by its reader."""
+        return plan_input(self.path, base_dir, task_size, self.format, self.source, self.options)
+
+
+def _input_errors(entry: dict[str, Any], options: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for each key of an input that its reader (named, or told by the path's name) refuses."""
+    fmt = entry.get("format")
+    if fmt is not None and (not isinstance(fmt, str) or fmt not in READERS):
+        return [("format", f"unknown format '{fmt}'{_suggest(fmt, list(READERS))}")]
+    path = entry.get("path")
+    fmt = fmt or (format_from_name(path) if isinstance(path, str) else None)
+    every_option = {key for reader in READERS.values() for key in reader.Options.model_fields}
+    own = list(READERS[fmt].Options.model_fields) if fmt else sorted(every_option)
+    errors = []
+    for key in options:
+        if key in every_option:
+            continue  # another format's option: the reader's check below names the formats that take it
+        close = difflib.get_close_matches(str(key), [*INPUT_KEYS, *own], n=1, cutoff=0.5)
+        if close and close[0] in INPUT_KEYS:
+            errors.append((key, f"unknown parameter '{key}' — did you mean '{close[0]}'?"))
+        else:
+            for_format = f" for format {fmt}" if fmt else ""
+            errors.append((key, f"unknown option '{key}'{for_format}{_suggest(key, [*INPUT_KEYS, *own])}"))
+    if errors or fmt is None:
+        return errors
+    return option_problems(fmt, options)
 
 
 class StageSpec(BaseModel):
@@ -179,6 +229,16 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
     )
 
 
+def input_spec(entry: dict[str, Any], where: str) -> InputSpec:
+    """An input given outside a recipe file (a command's arguments), validated as a recipe's inputs are;
+    RecipeError naming `where` and the key that is wrong."""
+    try:
+        return InputSpec.model_validate(entry)
+    except ValidationError as exc:
+        messages = [_format_error(where, None, e["loc"], _explain(e, InputSpec)) for e in exc.errors()]
+        raise RecipeError("\n".join(messages)) from None
+
+
 def _model_for(loc: tuple) -> type[BaseModel]:
     return InputSpec if loc and loc[0] == "inputs" else Recipe
 
@@ -202,14 +262,40 @@ def _validate_stage(item: dict, index: int, source: str, root: yaml.Node | None)
     return StageSpec(name=name, key=name, config=config, line=line)
 
 
+def _input_models() -> list[type[BaseModel]]:
+    """One schema per registered reader (its `format` and its options beside `path`), and one for an input
+    whose format comes from its file names (any reader's options)."""
+    path, source = ((InputSpec.model_fields[k].annotation, InputSpec.model_fields[k]) for k in ("path", "source"))
+    models = []
+    any_option: dict[str, Any] = {}
+    for name, reader in sorted(READERS.items()):
+        options = {key: (field.annotation, field) for key, field in reader.Options.model_fields.items()}
+        any_option = {**options, **any_option}
+        about = (reader.__doc__ or name).strip().splitlines()[0]
+        fmt = (Literal[name], Field(description=about))  # type: ignore[valid-type]
+        models.append(create_model(f"{name}_input", __config__=ConfigDict(extra="forbid"), path=path, format=fmt,
+                                   source=source, **options))
+    models.append(create_model("input_by_name", __config__=ConfigDict(extra="forbid"), path=path, source=source,
+                               **any_option))
+    return models
+
+
+def _union(models: list[type[BaseModel]]) -> Any:
+    union = models[0]
+    for model in models[1:]:
+        union = union | model  # type: ignore[assignment]
+    return union
+
+
 def recipe_json_schema() -> dict[str, Any]:
-    """JSON schema of recipes, with every registered stage and its parameters."""
-    items = [
+    """JSON schema of recipes, with every registered reader and its options, and every stage and its parameters."""
+    stage_items = [
         create_model(f"{name}_stage", __config__=ConfigDict(extra="forbid"), **{name: (cls.Config, ...)})
         for name, cls in sorted(STAGES.items())
     ]
-    stage_item = items[0]
-    for model in items[1:]:
-        stage_item = stage_item | model  # type: ignore[assignment]
-    schema_model = create_model("RecipeSchema", __base__=Recipe, stages=(list[stage_item], Field(default_factory=list)))
+    schema_model = create_model(
+        "RecipeSchema", __base__=Recipe,
+        inputs=(list[_union(_input_models())], Recipe.model_fields["inputs"]),
+        stages=(list[_union(stage_items)], Field(default_factory=list)),
+    )
     return schema_model.model_json_schema()

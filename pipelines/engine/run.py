@@ -15,7 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from refinery.corpora.atomic import read_json, write_json
-from refinery.corpora.readers import InputError, ReadTask, document_schema, plan_input
+from refinery.corpora.readers import InputError, ReadTask, document_schema
 from refinery.pipelines.engine.executors import Executor, create_executor
 from refinery.pipelines.engine.layout import RunLayout
 from refinery.pipelines.engine.recipe import LoadedRecipe
@@ -45,18 +45,10 @@ class RunSummary:
 
 def plan_tasks(loaded: LoadedRecipe) -> list[ReadTask]:
     """Every input expanded into read tasks, in recipe order then file order then range order."""
-    recipe = loaded.recipe
     tasks: list[ReadTask] = []
-    for index, spec in enumerate(recipe.inputs):
-        options = {"text_field": spec.text_field, "id_field": spec.id_field, "unit": spec.unit, "split": spec.split}
-        if spec.text_field == "text":
-            del options["text_field"]
-        if spec.id_field == "id":
-            del options["id_field"]
-        if spec.unit == "file":
-            del options["unit"]
+    for index, spec in enumerate(loaded.recipe.inputs):
         try:
-            tasks += plan_input(spec.path, loaded.base_dir, recipe.task_size, spec.format, spec.source, options)
+            tasks += spec.plan(loaded.base_dir, loaded.recipe.task_size)
         except InputError as err:
             raise InputError(f"{loaded.input_location(index)}: {err}") from None
     return tasks

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from refinery.corpora.records import document_table
-from refinery.pipelines.commands.classifier import InputSpec
 from refinery.pipelines.commands.classifier_train import train
 from refinery.pipelines.stages.langid import load_model
 from refinery.pipelines.stages.quality_classifier import QualityClassifier, QualityClassifierConfig, classifier_text
@@ -28,13 +27,14 @@ from refinery.pipelines.stages.quality_classifier import QualityClassifier, Qual
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def inputs(data: Path) -> tuple[list[InputSpec], list[InputSpec]]:
-    positives = [InputSpec(str(data / "wikipedia/enwiki-*.bz2"), "wikipedia"),
-                 InputSpec(str(data / "text/wiki_demo.txt"), None, {"unit": "line"}),
-                 InputSpec(str(data / "instructions/alpaca_en_demo.json")),
-                 InputSpec(str(data / "instructions/oasst_en_100_tree.jsonl"), "instructions")]
-    negatives = [InputSpec(str(data / "text/cc_en_head-*.jsonl.gz")), InputSpec(str(data / "warc/*.wet.gz")),
-                 InputSpec(str(data / "text/c4_demo.jsonl"))]
+def inputs(data: Path) -> tuple[list[dict], list[dict]]:
+    """The two classes' inputs, written as a recipe's `inputs:` items."""
+    positives = [{"path": str(data / "wikipedia/enwiki-*.bz2"), "format": "wikipedia"},
+                 {"path": str(data / "text/wiki_demo.txt"), "unit": "line"},
+                 {"path": str(data / "instructions/alpaca_en_demo.json")},
+                 {"path": str(data / "instructions/oasst_en_100_tree.jsonl"), "format": "instructions"}]
+    negatives = [{"path": str(data / "text/cc_en_head-*.jsonl.gz")}, {"path": str(data / "warc/*.wet.gz")},
+                 {"path": str(data / "text/c4_demo.jsonl")}]
     return positives, negatives
 
 

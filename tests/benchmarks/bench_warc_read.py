@@ -10,7 +10,7 @@ Each round runs, one after the other (the order rotates between rounds):
   fastwarc     FastWARC's ArchiveIterator over the file, HTTP headers parsed, every payload read (the floor:
                no damage checks, no charset decoding, no Arrow)
   warcio       warcio's ArchiveIterator, every response's content_stream() read
-  reader       corpora.readers.warc.read in this process: framing checks, FastWARC parsing, charset
+  reader       corpora.readers.warc.WarcReader.read in this process: framing checks, FastWARC parsing, charset
                decoding, Arrow tables (what one worker does per task)
   refinery     `refinery run` of a recipe without stages (--workers N, the CLI as a subprocess: start-up,
                Parquet writing and the manifest included; one file is one task, so one worker reads)
@@ -63,7 +63,7 @@ def refinery_read(path: Path) -> int:
     from refinery.corpora.readers import warc
     from refinery.corpora.readers.base import ReadTask
 
-    return sum(batch.documents.num_rows for batch in warc.read(ReadTask("warc", str(path), path.name)))
+    return sum(batch.documents.num_rows for batch in warc.WarcReader().read(ReadTask("warc", str(path), path.name)))
 
 
 def robustness(data: Path) -> None:
@@ -122,7 +122,7 @@ def refinery_counts(path: Path) -> str:
     from refinery.corpora.readers.base import ReadTask
 
     docs = bad = 0
-    for batch in warc.read(ReadTask("warc", str(path), path.name)):
+    for batch in warc.WarcReader().read(ReadTask("warc", str(path), path.name)):
         docs, bad = docs + batch.documents.num_rows, bad + batch.quarantined.num_rows
     return f"{docs} + {bad} quarantined" if bad else str(docs)
 
