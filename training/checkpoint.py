@@ -7,9 +7,9 @@
     OUT/step-000500/tokenizer.json      the tokenizer of the training shards
     OUT/latest -> step-000500           the newest complete checkpoint
 
-A checkpoint is written into a temporary folder and renamed into place, so a crash never leaves a
-half checkpoint behind `latest`. The training RNG needs no saved state: every step's randomness is
-drawn from (seed, rank, step), and `seed` and `step` are in train_state.pt.
+A checkpoint is written into a temporary folder and renamed into place (refinery.corpora.atomic's temp
+names), so a crash never leaves a half checkpoint behind `latest`. The training RNG needs no saved state:
+every step's randomness is drawn from (seed, rank, step), and `seed` and `step` are in train_state.pt.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from refinery.training.model import GPT, LSTM, GPTConfig, LSTMConfig, architecture_of, build_model
 from safetensors.torch import load_model, save_model
+
+from refinery.corpora.atomic import commit, temp_name
+from refinery.training.model import GPT, LSTM, GPTConfig, LSTMConfig, architecture_of, build_model
 
 FORMAT_VERSION = 1
 STEP_FOLDER = re.compile(r"^step-(\d+)$")
@@ -44,26 +46,54 @@ def checkpoint_folder(path: str | Path) -> Path:
                           "training output folder, OUT/latest or OUT/step-N")
 
 
+def save_weights(model: GPT | LSTM, path: Path) -> None:
+    """The model as safetensors, with the permissions the user's umask gives new files, as any file they create:
+    safetensors itself writes 0600, which would hide checkpoints and exports from the user's group."""
+    save_model(model, str(path))
+    user_permissions(path)
+
+
+def user_permissions(path: Path) -> None:
+    """Set a written file's mode to what the umask gives a new file (0644 under the usual umask 022)."""
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def resume_folder(resume: str, out: str | Path | None) -> Path:
+    """The checkpoint that `resume` names: 'latest' is OUT's newest; a plain message when there is none yet."""
+    if resume != "latest":
+        return checkpoint_folder(resume)
+    if out is None:
+        raise CheckpointError("--resume needs the run's output folder: add --out OUT (or give a checkpoint: "
+                              "--resume OUT/step-N)")
+    out = Path(out)
+    if not out.is_dir():
+        raise CheckpointError(f"nothing to resume: {out} does not exist; start the run without --resume")
+    if not (out / "latest" / "config.json").exists():
+        raise CheckpointError(f"nothing to resume: {out} holds no checkpoint yet (a run writes its first one after "
+                              "checkpoint_interval steps, and at its end); start the run again without --resume")
+    return checkpoint_folder(out)
+
+
 def save_checkpoint(out: Path, step: int, model: GPT | LSTM, info: dict[str, Any], train_state: dict[str, Any],
                     tokenizer_path: Path, keep: int = 0) -> Path:
     """Write OUT/step-N atomically, point OUT/latest at it, and keep only the `keep` newest (0: all)."""
     name = f"step-{step:06d}"
-    tmp = out / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    folder = out / name
+    tmp = temp_name(folder)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
+    save_weights(model, tmp / "model.safetensors")
     config = {"format_version": FORMAT_VERSION, "architecture": architecture_of(model.config),
               "model": dataclasses.asdict(model.config), "step": step, **info}
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     torch.save(train_state, tmp / "train_state.pt")
     shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
-    folder = out / name
     shutil.rmtree(folder, ignore_errors=True)  # a resumed run rewrites the checkpoints after its starting point
-    os.replace(tmp, folder)
-    link = out / ".latest.tmp"
-    link.unlink(missing_ok=True)
+    commit(tmp, folder)
+    link = temp_name(out / "latest")
     link.symlink_to(name, target_is_directory=True)
-    os.replace(link, out / "latest")
+    commit(link, out / "latest")
     if keep:
         older = sorted(p for p in out.iterdir() if STEP_FOLDER.match(p.name) and int(p.name[5:]) <= step)
         for stale in older[:-keep]:

@@ -20,12 +20,19 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+
 from refinery.tokenization.chat import END, ROLE_MARKERS
 from refinery.tokenization.tokenizer import load_tokenizer
-from refinery.training.checkpoint import CheckpointError, checkpoint_folder, load_checkpoint, read_config
+from refinery.training.checkpoint import (
+    CheckpointError,
+    checkpoint_folder,
+    load_checkpoint,
+    read_config,
+    user_permissions,
+)
 from refinery.training.generate import is_chat_model
 from refinery.training.model import GPT, GPTConfig
-from safetensors.torch import save_file
 
 # Our names inside a block -> Llama's inside model.layers.N
 BLOCK_NAMES = {
@@ -104,6 +111,7 @@ def export_llama(checkpoint: str | Path, out: str | Path, dtype: str = "float32"
     special = info["special_ids"]
     chat = is_chat_model(info) and special.get("end") is not None
     save_file(llama_state_dict(model, getattr(torch, dtype)), str(out / "model.safetensors"), metadata={"format": "pt"})
+    user_permissions(out / "model.safetensors")  # safetensors writes 0600: an export is for others to read
     _write_json(out / "config.json", llama_config(config, special, dtype))
     stop_ids = [special["eos"], special["end"]] if chat else special["eos"]
     _write_json(out / "generation_config.json", {"bos_token_id": special["eos"], "eos_token_id": stop_ids,

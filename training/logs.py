@@ -7,9 +7,10 @@ Records carry a `kind`: `start` (the run's setup), `train` (loss, lr, grad norm,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from refinery.corpora.atomic import atomic_path, write_text
 
 
 class TrainingLog:
@@ -20,9 +21,7 @@ class TrainingLog:
             self.path.unlink(missing_ok=True)
         else:  # a resumed run redoes the steps after its checkpoint: drop what an interrupted run logged for them
             kept = [r for r in self.records() if r.get("step", 0) <= resume_step and r["kind"] != "end"]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -55,7 +54,8 @@ class TrainingLog:
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()
-        tmp = self.plot_path.with_name(".loss.tmp.png")
-        figure.savefig(tmp, dpi=110)
-        plt.close(figure)
-        os.replace(tmp, self.plot_path)
+        try:
+            with atomic_path(self.plot_path) as tmp:
+                figure.savefig(tmp, dpi=110, format="png")  # the temp name has no .png for matplotlib to go by
+        finally:
+            plt.close(figure)
