@@ -4,25 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refinery.tokenization.reader import TokenShards
+from refinery.tokenization.reader import EmptySplitError, TokenShards
+from refinery.tokenization.shards import split_folders
 from refinery.tokenization.tokenizer import load_tokenizer
 
 
-def split_folders(path: str | Path) -> list[Path]:
-    """A split folder itself, or every split folder under a tokens/ folder."""
-    path = Path(path)
-    if (path / "meta.json").exists():
-        return [path]
-    folders = sorted(p.parent for p in path.glob("*/meta.json"))
-    if not folders:
-        raise FileNotFoundError(f"{path} holds no token shards (no */meta.json); give RUN/tokens or RUN/tokens/train")
-    return folders
-
-
 def describe(path: str | Path, sample_chars: int = 300) -> str:
+    folders = split_folders(path)
+    if not folders:
+        raise FileNotFoundError(f"{path} holds no token shards (no */meta.json); give RUN, RUN/tokens or "
+                                "RUN/tokens/train")
     lines = []
-    for folder in split_folders(path):
-        shards = TokenShards(folder)
+    for folder in folders:
+        try:
+            shards = TokenShards(folder)
+        except EmptySplitError as err:  # an empty split is a fact to report, and the other splits still are shown
+            lines += [f"{folder}", "  documents 0   tokens 0", f"  {err}"]
+            continue
         meta = shards.meta
         lines += [
             f"{folder}",

@@ -11,11 +11,50 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from refinery.tokenization.shards import FORMAT_VERSION, shard_name
+
+from refinery.tokenization.shards import FORMAT_VERSION, SPLITS, shard_name
 
 
 class ShardError(ValueError):
     """A shard set that cannot be trained on; the message says what to do."""
+
+
+class EmptySplitError(ShardError):
+    """A finished shard set with no tokens: normal for the validation split of a small run."""
+
+
+# Validation fractions to suggest, smallest first: the first that holds out about VALIDATION_DOCUMENTS is advised.
+FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+VALIDATION_DOCUMENTS = 5
+
+
+def suggested_fraction(documents: int) -> float:
+    """A validation_fraction that holds out about VALIDATION_DOCUMENTS of `documents` (the hash rarely picks none)."""
+    return next((f for f in FRACTIONS if f * documents >= VALIDATION_DOCUMENTS), FRACTIONS[-1])
+
+
+def empty_split_reason(folder: Path, meta: dict) -> str:
+    """Why a finished split holds no tokens, and what to do: the message of EmptySplitError."""
+    fraction = meta.get("validation_fraction")
+    train, validation = SPLITS
+    other = folder.parent / (train if meta.get("split") == validation else validation) / "meta.json"
+    other_documents = json.loads(other.read_text(encoding="utf-8"))["documents"] if other.exists() else 0
+    rerun = "rerun the recipe with `refinery run RECIPE --force`"  # the tokenize options are in the run's fingerprint
+    if meta.get("split") == validation:
+        if not fraction:
+            why = "the tokenize stage ran with validation_fraction 0, so it held out no documents"
+        else:
+            why = (f"validation_fraction {fraction} of the run's {other_documents:,} documents held out none "
+                   f"(documents are picked by a hash of their id: about {fraction * other_documents:.1f} expected)")
+        return (f"the validation split {folder} is empty: {why}. For a validation loss, set validation_fraction: "
+                f"{suggested_fraction(other_documents)} in the recipe's tokenize stage and {rerun}; training without "
+                "one works too (it evaluates nothing)")
+    if other_documents:
+        return (f"{folder} holds no tokens: all {other_documents:,} documents went to the validation split "
+                f"(validation_fraction {fraction}); lower validation_fraction in the recipe's tokenize stage and "
+                f"{rerun}")
+    return (f"{folder} holds no tokens: the run kept no documents; see what removed them with "
+            f"`refinery sql RUN \"SELECT stage, reason, count(*) FROM removed GROUP BY ALL\"`")
 
 
 class TokenShards:
@@ -42,7 +81,7 @@ class TokenShards:
                 "train with the tokenizer.json stored beside the shards, or re-tokenize"
             )
         if not self.meta["shards"] or self.meta["tokens"] == 0:
-            raise ShardError(f"{self.folder} holds no tokens: the run kept no documents")
+            raise EmptySplitError(empty_split_reason(self.folder, self.meta))
         self.shards = [self._open(entry, mask=False) for entry in self.meta["shards"]]
         self.masks = (
             [self._open(entry, mask=True) for entry in self.meta["shards"]] if self.meta.get("has_mask") else None

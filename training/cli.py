@@ -2,13 +2,18 @@
 
     refinery train config.yaml --max-steps 2000 --set model_args.dropout=0.1
     refinery train --data out/web-en/tokens --out out/tiny --size tiny
+    refinery train --resume --out out/tiny                                   (continue after Ctrl-C or a crash)
     torchrun --standalone --nproc_per_node 2 -m training.cli config.yaml      (DDP; `$(which refinery) train` too)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 DESCRIPTION = (
@@ -26,7 +31,8 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--out", "out", dict(metavar="FOLDER", help="output folder: checkpoints, log.jsonl, loss.png")),
     ("--init", "init", dict(metavar="CKPT", help="start from this checkpoint's weights (SFT, fine-tuning)")),
     ("--resume", "resume", dict(nargs="?", const="latest", metavar="CKPT",
-                                help="continue the run in --out (or from CKPT) exactly where it stopped")),
+                                help="continue the run in --out (or from CKPT) exactly where it stopped, "
+                                     "with the options it was started with (flags override them)")),
     ("--model", "model", dict(choices=["gpt", "lstm"], help="architecture (default gpt)")),
     ("--size", "size", dict(help="preset: tiny, small, and gpt2-124m for gpt (default tiny)")),
     ("--max-steps", "max_steps", dict(type=int)),
@@ -57,8 +63,31 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
+def resume_command(out: str | Path) -> str:
+    """The command that continues the run in `out` (under torchrun, with as many processes)."""
+    arguments = f"train --resume --out {shlex.quote(str(out))}"
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1:
+        return f"torchrun --standalone --nproc_per_node {processes} $(which refinery) {arguments}"
+    return f"refinery {arguments}"
+
+
+def interrupted_advice(out: str | Path | None) -> str:
+    """What Ctrl-C leaves: the newest checkpoint and the exact command that resumes from it, or that there is none."""
+    if out is None:
+        return "interrupted before training started: rerun the same command"
+    latest = Path(out) / "latest"
+    if not (latest / "config.json").exists():
+        return (f"interrupted before the first checkpoint: {out} holds none, so there is nothing to resume; rerun "
+                "the same command to start again")
+    step = json.loads((latest / "config.json").read_text(encoding="utf-8"))["step"]
+    return (f"interrupted: the last checkpoint is step {step} ({Path(out) / latest.resolve().name}); the steps after "
+            f"it are redone. Resume with:\n  {resume_command(out)}")
+
+
 def run_train(args: argparse.Namespace) -> int:
-    """Train from parsed arguments; 0 on success, 2 with a message on a configuration or data error."""
+    """Train from parsed arguments; 0 on success, 2 with a message on a configuration or data error, 130 on Ctrl-C
+    (with the command that resumes)."""
     from refinery.tokenization.reader import ShardError
     from refinery.tokenization.tokenizer import TokenizerError
     from refinery.training.checkpoint import CheckpointError
@@ -66,15 +95,24 @@ def run_train(args: argparse.Namespace) -> int:
     from refinery.training.train import TrainingError, train
 
     overrides = {option: getattr(args, option) for _, option, _ in FLAGS if getattr(args, option) is not None}
+    given_as = {option: flag for flag, option, _ in FLAGS if option in overrides}
     overrides.update(dict(args.settings))
+    given_as.update({key: f"--set {key}" for key, _ in args.settings})
+    out = overrides.get("out")
     try:
-        train(load_train_config(args.config, overrides), progress=not args.quiet)
+        config = load_train_config(args.config, overrides, given_as)
+        out = config.out
+        train(config, progress=not args.quiet)
     except (ConfigError, CheckpointError, ShardError, TokenizerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingError as err:
         print(f"training stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # caught here: the generic advice of `refinery` ("rerun the same command") is wrong
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"\n{interrupted_advice(out)}", file=sys.stderr)
+        return 130
     return 0
 
 

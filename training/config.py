@@ -21,9 +21,12 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
 from refinery.training.model import ARCHITECTURES, GPTConfig, LSTMConfig
 
 PATH_FIELDS = ("data", "out", "init", "resume")
+WARMUP_FRACTION_INVERSE = 10  # default warmup: a tenth of max_steps (the old fixed 100 for the default 1,000)...
+MAX_DEFAULT_WARMUP = 100  # ...and never more than 100 steps, as before, however long the run
 
 
 class ConfigError(ValueError):
@@ -47,9 +50,12 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="windows per micro-batch per process")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     max_steps: int = Field(1000, ge=1)
-    lr: float = Field(6e-4, gt=0)
-    min_lr: float | None = Field(None, ge=0, description="the cosine schedule's floor (default lr / 10)")
-    warmup_steps: int = Field(100, ge=0)
+    lr: float = Field(6e-4, gt=0, allow_inf_nan=False)
+    min_lr: float | None = Field(None, ge=0, allow_inf_nan=False, description="the cosine schedule's floor "
+                                 "(default lr / 10)")
+    # Unset, warmup follows the run's length, as HF's warmup_ratio does: a short run is not all warmup.
+    warmup_steps: int | None = Field(None, ge=0, description=f"linear warmup (default: max_steps / "
+                                     f"{WARMUP_FRACTION_INVERSE}, at most {MAX_DEFAULT_WARMUP})")
     weight_decay: float = Field(0.1, ge=0, description="AdamW decay of matrices and embeddings (not norms)")
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
@@ -60,7 +66,7 @@ class TrainConfig(BaseModel):
     checkpoint_interval: int = Field(1000, ge=0, description="steps between checkpoints (0: only at the end)")
     keep_checkpoints: int = Field(3, ge=0, description="step-N folders kept (0: all)")
     log_interval: int = Field(10, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     device: str = Field("auto", description="auto (cuda when present), cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bfloat16 autocast on GPU")
     compile: bool | Literal["auto"] = Field("auto", description="torch.compile (auto: on GPU)")
@@ -79,14 +85,23 @@ class TrainConfig(BaseModel):
                 raise ValueError("data_weights must be non-negative with a positive sum")
         if self.min_lr is not None and self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
-        if self.warmup_steps > self.max_steps:
-            raise ValueError(f"warmup_steps {self.warmup_steps} is longer than max_steps {self.max_steps}")
+        if self.warmup_steps is not None and self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} is longer than max_steps {self.max_steps}: lower it "
+                             f"(--set warmup_steps={self.max_steps // WARMUP_FRACTION_INVERSE}) or leave it out (the "
+                             f"default is max_steps / {WARMUP_FRACTION_INVERSE}, at most {MAX_DEFAULT_WARMUP})")
         if self.init and {"model", "size", "model_args"} & self.model_fields_set:
             raise ValueError("init takes the model from the checkpoint: remove model, size and model_args")
         presets = ARCHITECTURES[self.model][2]
         if self.size not in presets:
             raise ValueError(f"unknown size '{self.size}' for model {self.model}{_suggest(self.size, presets)}")
         return self
+
+    @property
+    def warmup(self) -> int:
+        """The warmup steps the schedule uses: warmup_steps, or by default a share of max_steps."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(MAX_DEFAULT_WARMUP, self.max_steps // WARMUP_FRACTION_INVERSE)
 
     @property
     def weights(self) -> list[float]:
@@ -99,16 +114,20 @@ def _suggest(word: str, choices) -> str:
     return f" — did you mean '{close[0]}'?" if close else f" (valid: {', '.join(sorted(choices))})"
 
 
-def _describe(err: ValidationError, where: str) -> str:
+def _describe(err: ValidationError, where: str, given_as: dict[str, str]) -> str:
+    """One line per problem, naming where the option came from: the file, or the flag that set it."""
     lines = []
     for problem in err.errors():
         key = ".".join(str(part) for part in problem["loc"])
+        place = given_as.get(str(problem["loc"][0]), where) if problem["loc"] else where
         if problem["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown option '{key}'{_suggest(key, TrainConfig.model_fields)}")
+            lines.append(f"{place}: unknown option '{key}'{_suggest(key, TrainConfig.model_fields)}")
         elif problem["type"] == "missing":
-            lines.append(f"{where}: '{key}' is required ({TrainConfig.model_fields[key].description})")
+            lines.append(f"{place}: '{key}' is required ({TrainConfig.model_fields[key].description})")
+        elif key:
+            lines.append(f"{place}: {key} {problem['input']!r}: {problem['msg']}")
         else:
-            lines.append(f"{where}: {key + ': ' if key else ''}{problem['msg'].removeprefix('Value error, ')}")
+            lines.append(f"{place}: {problem['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -119,10 +138,40 @@ def _set(values: dict, dotted_key: str, value: Any) -> None:
     values[last] = value
 
 
-def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config (paths relative to its folder) and apply overrides ('model_args.dropout' reaches inside)."""
+def resumed_run_options(resume: str, out: str | None) -> tuple[dict[str, Any], str]:
+    """The options a run was started with, as its checkpoint saved them, and where they were read: with them
+    `--resume --out OUT` alone continues a run. Its output folder is OUT, or the checkpoint's folder."""
+    from refinery.training.checkpoint import read_config, resume_folder  # torch: only when resuming
+
+    folder = resume_folder(resume, out)
+    _, info = read_config(folder)
+    if "train" not in info:
+        raise ConfigError(f"{folder / 'config.json'} does not hold the options of its run; resume with the run's "
+                          "config file: refinery train CONFIG --resume")
+    values = dict(info["train"])
+    if values.get("init"):  # the validator refuses model options beside init: the dump holds their defaults
+        for key in ("model", "size", "model_args"):
+            values.pop(key, None)
+    values.update(resume=resume, out=str(out) if out is not None else str(folder.parent))
+    return values, str(folder / "config.json")
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                      given_as: dict[str, str] | None = None) -> TrainConfig:
+    """Read a YAML config (paths relative to its folder) and apply overrides ('model_args.dropout' reaches inside).
+
+    Without a file, a resumed run starts from the options its checkpoint saved. `given_as` names the flag of
+    each override, for messages."""
     values: dict[str, Any] = {}
     where = "command line"
+    overrides = overrides or {}
+    if path is None and overrides.get("resume"):
+        values, where = resumed_run_options(overrides["resume"], overrides.get("out"))
+        missing = [folder for folder in values["data"] if not Path(folder).exists()]
+        if missing and "data" not in overrides:
+            raise ConfigError(f"{where}: the run trained on {', '.join(missing)}, which is not there from "
+                              f"{Path.cwd()}; run the command from the folder the training started in, or add "
+                              "--data FOLDER")
     if path is not None:
         path = Path(path)
         if not path.exists():
@@ -136,12 +185,14 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
             elif key == "data" and isinstance(loaded.get(key), list):
                 loaded[key] = [str(path.parent / p) for p in loaded[key]]
         values, where = loaded, str(path)
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         _set(values, key, value)
+    given_as = {key.split(".")[0]: f"command line ({flag})" for key, flag in (given_as or {}).items()}
+    given_as.update({key.split(".")[0]: "command line" for key in overrides if key.split(".")[0] not in given_as})
     try:
         return TrainConfig(**values)
     except ValidationError as err:
-        raise ConfigError(_describe(err, where)) from None
+        raise ConfigError(_describe(err, where, given_as)) from None
 
 
 def model_config_for(config: TrainConfig, vocab_size: int, eos_id: int | None) -> GPTConfig | LSTMConfig:

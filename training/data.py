@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from refinery.tokenization.reader import ShardError, TokenShards
+
+from refinery.tokenization.reader import EmptySplitError, ShardError, TokenShards
+from refinery.tokenization.shards import SPLITS, TokenLayout, find_split
 from refinery.tokenization.tokenizer import fingerprint, load_tokenizer
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # inputs, targets, loss mask of the targets
@@ -22,22 +24,22 @@ ENTROPY_SAMPLE_TOKENS = 50_000_000  # per source; beyond this the unigram counts
 
 def split_folder(path: str | Path, split: str = "train") -> Path:
     """The `split` folder of a run (RUN), its tokens (RUN/tokens) or the split folder itself."""
-    path = Path(path)
-    for candidate in (path, path / split, path / "tokens" / split):
-        if (candidate / "meta.json").exists():
-            return candidate
+    found = find_split(path, split)
+    if found is not None:
+        return found
     raise ShardError(f"{path} holds no token shards (no meta.json in it, in {split}/ or in tokens/{split}/); give a "
                      "run folder, RUN/tokens or RUN/tokens/train from a recipe with a `tokenize` stage")
 
 
 @dataclass
 class Source:
-    """One shard set in the mix, with its validation split when the run wrote one."""
+    """One shard set in the mix, with its validation split when the run wrote one (else why there is none)."""
 
     name: str
     weight: float
     train: TokenShards
     validation: TokenShards | None
+    no_validation: str | None = None
 
 
 class TrainingData:
@@ -48,7 +50,7 @@ class TrainingData:
         self.seq_len, self.seed, self.rank, self.world_size = seq_len, seed, rank, world_size
         first = split_folder(folders[0])
         meta = json.loads((first / "meta.json").read_text(encoding="utf-8"))
-        self.tokenizer_path = (first / meta.get("tokenizer", "../tokenizer.json")).resolve()
+        self.tokenizer_path = (first / meta.get("tokenizer", TokenLayout.TOKENIZER_FROM_SPLIT)).resolve()
         if not self.tokenizer_path.exists():
             raise ShardError(f"{first}: the tokenizer the shards were made with is missing ({self.tokenizer_path}); "
                              "training needs the tokenizer.json that the tokenize stage writes beside the splits")
@@ -66,11 +68,18 @@ class TrainingData:
     def _open(self, folder: str, weight: float) -> Source:
         train_folder = split_folder(folder)
         train = TokenShards(train_folder, expected_fingerprint=self.fingerprint)
-        validation_folder = train_folder.parent / "validation"
-        validation = None
-        meta_path = validation_folder / "meta.json"
-        if meta_path.exists() and json.loads(meta_path.read_text(encoding="utf-8"))["tokens"] > self.seq_len:
+        validation_folder = train_folder.parent / SPLITS[1]
+        if not (validation_folder / "meta.json").exists():
+            return Source(str(folder), weight, train, None, f"there is no validation split beside {train_folder}")
+        try:
             validation = TokenShards(validation_folder, expected_fingerprint=self.fingerprint)
+        except EmptySplitError as err:
+            return Source(str(folder), weight, train, None, str(err))
+        if validation.tokens <= self.seq_len:
+            return Source(str(folder), weight, train, None, (
+                f"the validation split {validation_folder} has {validation.tokens:,} tokens, fewer than one window "
+                f"of seq_len + 1 = {self.seq_len + 1}; use a shorter seq_len or a larger validation_fraction in the "
+                "recipe's tokenize stage"))
         return Source(str(folder), weight, train, validation)
 
     def batch(self, batch_size: int, step: int, micro: int = 0) -> Batch:

@@ -17,14 +17,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from refinery.training.checkpoint import checkpoint_folder, load_train_state, load_weights, read_config, save_checkpoint
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from refinery.corpora.atomic import remove_temp_files
+from refinery.training.checkpoint import (
+    checkpoint_folder,
+    load_train_state,
+    load_weights,
+    read_config,
+    resume_folder,
+    save_checkpoint,
+)
 from refinery.training.config import ConfigError, TrainConfig, model_config_for
 from refinery.training.data import TrainingData
 from refinery.training.ddp import Distributed, all_gather_floats, all_reduce_mean, init_distributed, shutdown
 from refinery.training.logs import TrainingLog
 from refinery.training.model import GPT, LSTM, GPTConfig, LSTMConfig, build_model, count_parameters
-from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 
 class TrainingError(RuntimeError):
@@ -43,9 +52,10 @@ class TrainResult:
 def lr_at(step: int, config: TrainConfig) -> float:
     """Learning rate of update `step` (0-based): linear warmup, then cosine from lr down to min_lr."""
     min_lr = config.lr / 10 if config.min_lr is None else config.min_lr
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / (config.warmup_steps + 1)
-    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    warmup = config.warmup
+    if step < warmup:
+        return config.lr * (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, config.max_steps - warmup)
     return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.lr - min_lr)
 
 
@@ -127,7 +137,7 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
     out = Path(config.out)
     resume_from = None
     if config.resume:
-        resume_from = checkpoint_folder(out if config.resume == "latest" else config.resume)
+        resume_from = resume_folder(config.resume, out)
     elif (out / "latest").exists():
         raise ConfigError(f"{out} already holds a training run: add --resume to continue it, or choose another out")
     data = TrainingData(config.data, config.weights, config.seq_len, config.seed, env.rank, env.world_size)
@@ -144,6 +154,8 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
     tokens_per_step = config.batch_size * config.seq_len * config.grad_accum * env.world_size
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:  # what a killed run of this folder left half-written (only temp names)
+            remove_temp_files(out)
     log = TrainingLog(out, start_step if resume_from else None) if env.is_main else None
     baseline = data.unigram_entropy() if env.is_main else float("nan")
     say = tqdm.write if env.is_main else (lambda _message: None)
@@ -152,6 +164,9 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
             f"({'bfloat16' if bf16 else 'float32'}, {env.world_size} process(es)); {tokens_per_step:,} tokens/step; "
             f"data {sum(s.train.tokens for s in data.sources):,} tokens")
         say(f"unigram entropy of the training tokens: {baseline:.4f} nats (the loss of a model that ignores context)")
+        if resume_from is not None:
+            say(f"resuming from step {start_step} ({resume_from.parent / resume_from.resolve().name}); "
+                f"{config.max_steps - start_step} steps to go")
         log.write("start", step=start_step, parameters=count_parameters(model), unigram_entropy=baseline,
                   tokens_per_step=tokens_per_step, world_size=env.world_size, model=asdict(model_config),
                   config=config.model_dump(), resumed_from=str(resume_from) if resume_from else None)
@@ -167,8 +182,11 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
             say(f"step {step}: validation loss {result['val_loss']:.4f} (unigram entropy {baseline:.4f})")
         return result["val_loss"]
 
+    for source in data.sources:
+        if source.validation is None:
+            say(f"no validation loss for {source.name}: {source.no_validation}")
     if not any(s.validation for s in data.sources):
-        say("no validation split beside the training shards: set validation_fraction in the tokenize stage")
+        say("training without validation: nothing is evaluated, and checkpoints carry no val_loss")
     val_loss = validate(0) if start_step == 0 and config.eval_interval else None
     bar = tqdm(total=config.max_steps, initial=start_step, unit="step", disable=not (progress and env.is_main))
     window_start, window_steps, tokens_per_second = time.perf_counter(), 0, 0.0
@@ -201,6 +219,8 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
             say(f"done: step {config.max_steps}, validation loss {val_loss:.4f} nats vs unigram entropy "
                 f"{baseline:.4f} nats ({abs(gap):.4f} {'below' if gap > 0 else 'ABOVE'} it); checkpoint "
                 f"{out / 'latest'}")
+        else:
+            say(f"done: step {config.max_steps}, no validation split (see above); checkpoint {out / 'latest'}")
         log.write("end", step=config.max_steps, val_loss=val_loss, unigram_entropy=baseline)
         log.plot(baseline)
     return TrainResult(out, config.max_steps, val_loss, baseline, tokens_per_second)
