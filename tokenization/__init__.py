@@ -1,1 +1,1 @@
-"""Text to tokens: tokenizers, the token-shard format, mixing and SFT masks (see ARCHITECTURE.md)."""
+"""Text to tokens: tokenizers, the token-shard format, mixing and SFT masks (see docs/architecture.md)."""

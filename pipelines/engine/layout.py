@@ -13,6 +13,8 @@ Writes go through refinery.corpora.atomic (temp name, flush, rename), so cleanup
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from refinery.corpora.atomic import read_json, remove_temp_files, temp_name, write_json
@@ -68,6 +70,66 @@ class RunLayout:
     def stage_work(self, stage_key: str) -> Path:
         return self.work / stage_key
 
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_NAME
+
+    def entries(self) -> list[Path]:
+        """Everything a run writes at the top of its folder (a user's own files beside them are not ours)."""
+        return [self.manifest, self.data, self.root / "removed", self.quarantine, self.stats, self.tokens.root,
+                self.work]
+
+    def is_run(self) -> bool:
+        return self.manifest.is_file()
+
+    def remove_run(self) -> None:
+        """Delete what a run wrote here, and nothing else: only our entries, never through a symbolic link."""
+        if not self.is_run():
+            raise ValueError(f"{self.root} is not a Refinery run (no manifest.json): nothing to delete")
+        for entry in self.entries():
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()
+            elif entry.is_dir():
+                shutil.rmtree(entry)  # does not follow links inside the tree
+
     def remove_temp_files(self) -> int:
         """Delete temp files a killed run left behind (they never carry a real name)."""
         return remove_temp_files(self.root)
+
+
+LOCK_NAME = ".refinery.lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as a run writes to it. The operating system releases it
+    when the process ends, however it ends (kill -9 included), so a stale lock can never block a rerun."""
+
+    def __init__(self, layout: RunLayout):
+        self.path = layout.lock
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLocked(f"another refinery run (process {holder}) is writing to {self.path.parent}; wait for "
+                            "it to finish (or stop it), or set another `output:`") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock; the empty file stays, harmlessly
+            self._fd = None
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run folder."""

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from tqdm import tqdm
 from refinery.corpora.atomic import read_json, write_json
 from refinery.corpora.readers import InputError, ReadTask, document_schema
 from refinery.pipelines.engine.executors import Executor, create_executor
-from refinery.pipelines.engine.layout import RunLayout
+from refinery.pipelines.engine.layout import RunLayout, RunLock, RunLocked
 from refinery.pipelines.engine.recipe import LoadedRecipe
 from refinery.pipelines.engine.segments import Segment, TaskJob, collected_part, plan_segments, run_task
 from refinery.pipelines.engine.stats import merge
@@ -103,8 +102,8 @@ def _open_manifest(
 ) -> dict:
     inputs = _input_fingerprints(tasks)
     fingerprint = _fingerprint(loaded, inputs, resources)
-    if force and layout.root.exists():
-        shutil.rmtree(layout.root)
+    if force and layout.is_run():
+        layout.remove_run()
     if layout.manifest.exists():
         manifest = read_json(layout.manifest)
         if manifest.get("format_version") != FORMAT_VERSION:
@@ -118,8 +117,6 @@ def _open_manifest(
                 "rerun with --force to start it over, or set another `output:`"
             )
         return manifest
-    if layout.root.exists() and any(layout.root.iterdir()):
-        raise RunError(f"{layout.root} exists and is not a Refinery run; choose another `output:` or empty it")
     return {
         "format_version": FORMAT_VERSION,
         "name": loaded.recipe.name,
@@ -138,8 +135,9 @@ def _open_manifest(
 
 def _describe(job: TaskJob) -> str:
     read = job.read
-    span = f" bytes/rows {read.start}-{read.end if read.end is not None else 'end'}" if read.start or read.end else ""
-    return f"task {job.task_index} of segment {job.segment} ({read.path}{span})"
+    span = f", bytes/rows {read.start}-{read.end if read.end is not None else 'end'}" if read.start or read.end else ""
+    # "pass N" as the progress bar names it.
+    return f"task {job.task_index} of pass {job.segment + 1} ({read.path}{span})"
 
 
 def _run_segment(segment: Segment, jobs: list[TaskJob], layout: RunLayout, executor: Executor, show: bool) -> int:
@@ -202,17 +200,53 @@ def run_recipe(
     """Run (or resume) a recipe with `executor` (default: local processes, `workers` of them); return the
     reconciled counts."""
     started = time.perf_counter()
-    workers = workers or os.cpu_count() or 1
     executor = executor or create_executor(workers=workers)
     layout = RunLayout(loaded.output_dir)
     tasks = plan_tasks(loaded)
+    _check_output(layout, loaded, tasks, force)
     context = RunContext(layout.root, loaded.base_dir)
     resources = _check_stages(loaded, context)
-    manifest = _open_manifest(layout, loaded, tasks, resources, force)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    layout.remove_temp_files()
-    manifest["workers"] = workers
-    write_json(layout.manifest, manifest)
+    try:
+        with RunLock(layout):
+            manifest = _open_manifest(layout, loaded, tasks, resources, force)
+            layout.remove_temp_files()
+            manifest.update(executor=executor.name, workers=getattr(executor, "workers", None))
+            write_json(layout.manifest, manifest)
+            try:
+                return _run(loaded, layout, manifest, tasks, context, executor, progress, started)
+            except BaseException as err:
+                # The manifest says what happened; a rerun resumes either way.
+                manifest["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+                write_json(layout.manifest, manifest)
+                raise
+    except RunLocked as err:
+        raise RunError(str(err)) from None
+
+
+def _check_output(layout: RunLayout, loaded: LoadedRecipe, tasks: list[ReadTask], force: bool) -> None:
+    """Refuse an output folder the run must not write into or delete: one holding the recipe or an input, a
+    file, or a folder with someone else's files in it."""
+    root = layout.root.resolve()
+    recipe = Path(loaded.source_file)
+    owned = [("the recipe", recipe)] if recipe.is_file() else []
+    for what, path in owned + [("the input", Path(task.path)) for task in tasks]:
+        if path.resolve().is_relative_to(root):
+            raise RunError(f"output {layout.root} contains {what} {path}: a run writes (and --force deletes) "
+                           "inside its output folder; set `output:` to a folder of its own, e.g. out/<name>")
+    if layout.root.exists() and not layout.root.is_dir():
+        raise RunError(f"output {layout.root} is a file, not a folder; set another `output:`")
+    foreign = layout.root.is_dir() and not layout.is_run() and any(
+        p.name != layout.lock.name for p in layout.root.iterdir())
+    if foreign:
+        advice = "--force deletes only a Refinery run folder (one with manifest.json); " if force else ""
+        raise RunError(f"{layout.root} exists and is not a Refinery run; {advice}choose another `output:` or empty "
+                       "it yourself")
+
+
+def _run(
+    loaded: LoadedRecipe, layout: RunLayout, manifest: dict, tasks: list[ReadTask], context: RunContext,
+    executor: Executor, progress: bool, started: float,
+) -> RunSummary:
     segments = plan_segments(loaded.stages)
     schema = document_schema(task.format for task in tasks)
     resumed = 0
