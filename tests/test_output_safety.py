@@ -104,3 +104,13 @@ def test_the_cli_says_it_without_a_traceback(c4, write_recipe, tmp_path):
     done = subprocess.run([sys.executable, "-m", "refinery.pipelines", "run", str(recipe), "--workers", "0"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "must be at least 1" in done.stderr
+
+
+def test_demo_force_refuses_a_folder_of_the_users(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "refinery.pipelines", "demo", "--force", "-o", str(notes),
+                           "--train-steps", "0"], capture_output=True, text=True)
+    assert done.returncode == 2 and "is not a Refinery run" in done.stderr and "Traceback" not in done.stderr
+    assert [p.name for p in notes.iterdir()] == ["todo.txt"]
