@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from refinery.pipelines.commands import sql
+
 from refinery.corpora.atomic import read_json, write_json
+from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import run_recipe
+from refinery.tokenization.builder import ShardWriter
 from refinery.tokenization.reader import ShardError, TokenShards
-from refinery.tokenization.shards import ShardWriter, dtype_for
+from refinery.tokenization.shards import dtype_for
 from refinery.tokenization.tokenizer import fingerprint, load_tokenizer, special_ids
 
 TOKENIZE = {"tokenize": {"vocab_size": 1000, "shard_tokens": 40_000, "validation_fraction": 0.1,

@@ -8,20 +8,16 @@
     <split>/meta.json              format version, dtype, vocab size, special ids, tokenizer fingerprint,
                                    per-shard token counts, tokens per source
 
-Open a shard with `numpy.memmap(path, dtype=meta["dtype"], mode="r")` and nothing else.
+Open a shard with `numpy.memmap(path, dtype=meta["dtype"], mode="r")` and nothing else. The writer is
+ShardWriter in tokenization/builder.py; TokenShards in tokenization/reader.py reads and verifies a set.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-from refinery.corpora.atomic import atomic_path, commit, temp_name, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "validation")
@@ -92,70 +88,3 @@ def split_folders(path: str | Path) -> list[Path]:
         if folders:
             return folders
     return []
-
-
-class ShardWriter:
-    """Appends documents to shards of at most `shard_tokens` tokens (a longer document gets its own shard).
-
-    Files are written under temporary names and renamed by `close`, so a crash leaves no shard that
-    looks whole.
-    """
-
-    def __init__(self, folder: Path, vocab_size: int, shard_tokens: int, with_mask: bool = False):
-        self.folder = folder
-        self.dtype = dtype_for(vocab_size)
-        self.shard_tokens = shard_tokens
-        self.with_mask = with_mask
-        folder.mkdir(parents=True, exist_ok=True)
-        self.shards: list[int] = []  # tokens per finished or open shard
-        self.rows: dict[str, list] = {name: [] for name in INDEX_SCHEMA.names}
-        self.tokens_per_source: Counter[str] = Counter()
-        self._files: list[Any] = []
-
-    def _open_shard(self) -> None:
-        self._close_files()
-        index = len(self.shards)
-        self.shards.append(0)
-        names = [shard_name(index)] + ([shard_name(index, mask=True)] if self.with_mask else [])
-        self._files = [(open(temp_name(self.folder / name), "wb"), name) for name in names]  # noqa: SIM115
-
-    def add(self, doc_id: str, source: str, tokens: np.ndarray, mask: np.ndarray | None = None) -> None:
-        """Append one document's tokens (EOS included by the caller) and, for SFT, its loss mask."""
-        length = len(tokens)
-        if not self.shards or (self.shards[-1] and self.shards[-1] + length > self.shard_tokens):
-            self._open_shard()
-        self._files[0][0].write(np.asarray(tokens, dtype=self.dtype).tobytes())
-        if self.with_mask:
-            if mask is None or len(mask) != length:
-                raise ValueError(f"document {doc_id}: the loss mask must have one entry per token")
-            self._files[1][0].write(np.asarray(mask, dtype=np.uint8).tobytes())
-        for key, value in zip(INDEX_SCHEMA.names, (doc_id, source, len(self.shards) - 1, self.shards[-1], length)):
-            self.rows[key].append(value)
-        self.shards[-1] += length
-        self.tokens_per_source[source] += length
-
-    def _close_files(self) -> None:
-        for handle, name in self._files:
-            handle.close()
-            commit(temp_name(self.folder / name), self.folder / name)
-        self._files = []
-
-    def close(self, meta: dict[str, Any]) -> dict[str, Any]:
-        """Finish the last shard, write index.parquet and meta.json (last, so it marks the set complete)."""
-        self._close_files()
-        index = pa.table(self.rows, schema=INDEX_SCHEMA)
-        with atomic_path(TokenLayout.index(self.folder)) as tmp:
-            pq.write_table(index, tmp, compression="zstd")
-        meta = {
-            **meta,
-            "format_version": FORMAT_VERSION,
-            "dtype": self.dtype.name,
-            "byteorder": "little",
-            "has_mask": self.with_mask,
-            "documents": index.num_rows,
-            "tokens": int(sum(self.shards)),
-            "shards": [{"name": shard_name(i), "tokens": n} for i, n in enumerate(self.shards)],
-            "tokens_per_source": dict(sorted(self.tokens_per_source.items())),
-        }
-        write_json(TokenLayout.meta(self.folder), meta)
-        return meta
