@@ -11,12 +11,15 @@ from typing import TextIO
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
 from refinery.corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 
 FORMATS = ("table", "csv", "json", "parquet")
-# Statements that only read. Anything else (COPY, CREATE, INSERT, ATTACH, SET, ...) is refused.
+# A friendly early refusal by statement type. The guarantee is _LOCKDOWN below, not this list.
 _READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA", "RELATION", "LOGICAL_PLAN"}
+_EXPORT_HINT = "use SELECT; to save a result: --format csv|json|parquet --output FILE"
 _VIEW_HELP = {
     "docs": "kept documents (data/*.parquet)",
     "removed": "removed documents with `stage` and `reason` (removed/*/*.parquet)",
@@ -25,6 +28,23 @@ _VIEW_HELP = {
              "seconds (stats/*.json)",
     "tokens": "one row per tokenized document: split, doc_id, source, shard, offset, length (tokens/*/index.parquet)",
 }
+# Read-only by construction. DuckDB's allowed_directories lets a query WRITE inside the allowed folder too
+# (COPY TO would overwrite a run's own part), so DuckDB is given no file system at all: the Parquet views are
+# pyarrow datasets that Python opened for reading, and the small stats JSON is loaded before this lockdown.
+# With external access off and no allowed paths, DuckDB cannot open any file (no COPY, read_*, glob, ATTACH of a
+# file, EXPORT, INSTALL, secrets); temp_directory '' removes the spill folder DuckDB would otherwise allow writes
+# to; extensions cannot be fetched or auto-loaded; and lock_configuration (last) refuses every SET/RESET/PRAGMA
+# that would undo any of it. The cost: Arrow scans lack DuckDB's late materialization (ORDER BY ... LIMIT reads
+# every column), which an inspection tool can afford; scans and aggregates run about as fast.
+_LOCKDOWN = (
+    ("temp_directory", "''"),
+    ("autoinstall_known_extensions", "false"),
+    ("autoload_known_extensions", "false"),
+    ("allow_community_extensions", "false"),
+    ("python_enable_replacements", "false"),
+    ("enable_external_access", "false"),
+    ("lock_configuration", "true"),
+)
 
 
 class SqlError(ValueError):
@@ -36,40 +56,70 @@ def _quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _has(folder: Path, pattern: str) -> bool:
-    return folder.exists() and any(folder.glob(pattern))
+def _files(folder: Path, pattern: str) -> list[Path]:
+    return sorted(path for path in folder.glob(pattern) if path.is_file()) if folder.is_dir() else []
+
+
+def _dataset(files: list[Path], partitioning: ds.Partitioning | None = None, base: Path | None = None,
+             first: pa.Field | None = None) -> ds.Dataset:
+    """Parquet parts as one lazily read dataset whose schema unites every part (as union_by_name did)."""
+    try:
+        schema = pa.unify_schemas([pq.read_schema(path) for path in files], promote_options="permissive")
+    except (pa.ArrowException, OSError) as err:  # a damaged part, or parts that disagree on a column's type
+        raise SqlError(f"cannot read {files[0].parent}: {err}") from None
+    if first is not None:  # a partition column, shown first
+        schema = pa.schema([first, *schema])
+    return ds.dataset([str(path) for path in files], schema=schema, format="parquet", partitioning=partitioning,
+                      partition_base_dir=None if base is None else str(base))
 
 
 def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the run's views."""
-    root = Path(run_dir)
-    if not (root / "manifest.json").exists():
-        raise SqlError(f"{root} is not a Refinery run folder (no manifest.json); give the `output:` of a recipe")
-    con = duckdb.connect()
+    """An in-memory DuckDB connection with the run's views, locked so that no statement can touch a file."""
+    # Resolved, so a symlinked run folder or one named with `..` reads the run's real files and nothing else.
+    root = Path(run_dir).resolve()
+    if not (root / "manifest.json").is_file():
+        raise SqlError(f"{run_dir} is not a Refinery run folder (no manifest.json); give the `output:` of a recipe")
+    con = duckdb.connect(":memory:")
     removed_empty = DOCUMENT_SCHEMA.empty_table().append_column("reason", pa.array([], pa.string()))
-    views = [
-        ("docs", "data", "*.parquet", "read_parquet({}, union_by_name=true)", DOCUMENT_SCHEMA.empty_table()),
-        ("removed", "removed", "*/*.parquet", "read_parquet({}, union_by_name=true)",
-         removed_empty.append_column("stage", pa.array([], pa.string()))),
-        ("quarantine", "quarantine", "*.parquet", "read_parquet({})", QUARANTINE_SCHEMA.empty_table()),
-        ("stats", "stats", "*.json", "read_json({}, union_by_name=true) ORDER BY position", None),
-        ("tokens", "tokens", "*/index.parquet", None, None),
-    ]
-    for name, folder, pattern, reader, empty in views:
-        if _has(root / folder, pattern):
-            source = _quoted(root / folder / pattern)
-            if name == "tokens":  # the split is the folder name
-                select = ("regexp_extract(filename, '([^/]+)/index.parquet$', 1) AS split, * EXCLUDE (filename) "
-                          f"FROM read_parquet({source}, filename=true)")
-            else:
-                select = f"* FROM {reader.format(source)}"
-            con.execute(f"CREATE VIEW {name} AS SELECT {select}")
-        elif empty is not None:
-            con.register(name, empty)
+    empties = {"docs": DOCUMENT_SCHEMA.empty_table(), "quarantine": QUARANTINE_SCHEMA.empty_table(),
+               "removed": removed_empty.append_column("stage", pa.array([], pa.string()))}
+    for name, pattern in (("docs", "data/*.parquet"), ("removed", "removed/*/*.parquet"),
+                          ("quarantine", "quarantine/*.parquet")):
+        files = _files(root, pattern)
+        con.register(name, _dataset(files) if files else empties[name])
+    if tokens := _files(root, "tokens/*/index.parquet"):  # the split is the folder name
+        split = pa.field("split", pa.string())
+        con.register("tokens", _dataset(tokens, ds.partitioning(pa.schema([split])), root / "tokens", split))
+    if _files(root, "stats/*.json"):  # a few small files: read now, while DuckDB may still open files
+        source = _quoted(root / "stats" / "*.json")
+        con.execute(f"CREATE TABLE stats AS SELECT * FROM read_json({source}, union_by_name=true) ORDER BY position")
+    for setting, value in _LOCKDOWN:
+        con.execute(f"SET {setting} = {value}")
     return con
 
 
+def _words(statement: str) -> list[int]:
+    """Where each token of a statement starts, comments left out."""
+    return [offset for offset, kind in duckdb.tokenize(statement) if kind.name != "comment"]
+
+
+def _inner_statement(statement: str) -> str:
+    """The statement that EXPLAIN [ANALYZE | (options)] wraps (EXPLAIN ANALYZE runs it)."""
+    tokens = _words(statement)[1:]
+    if tokens and statement[tokens[0]] == "(":  # EXPLAIN (FORMAT json, ANALYZE) ...: skip the option list
+        depth = 0
+        for index, offset in enumerate(tokens):
+            depth += {"(": 1, ")": -1}.get(statement[offset], 0)
+            if depth == 0:
+                tokens = tokens[index + 1:]
+                break
+    elif tokens and statement[tokens[0]:tokens[0] + 7].upper() == "ANALYZE":
+        tokens = tokens[1:]
+    return statement[tokens[0]:] if tokens else ""
+
+
 def check_read_only(query: str) -> None:
+    """Refuse writes early with a clear message (the lockdown in connect() refuses them anyway)."""
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as err:
@@ -77,7 +127,11 @@ def check_read_only(query: str) -> None:
     for statement in statements:
         kind = statement.type.name
         if kind not in _READ_ONLY:
-            raise SqlError(f"refinery sql is read-only: {kind} statements are not allowed; use SELECT")
+            first = _words(statement.query)  # the user's own word: INSTALL is a LOAD statement to DuckDB
+            word = statement.query[first[0]:(first + [None])[1]].strip().upper() if first else kind
+            raise SqlError(f"refinery sql is read-only: {word} is not allowed; {_EXPORT_HINT}")
+        if kind == "EXPLAIN":
+            check_read_only(_inner_statement(statement.query))
 
 
 def as_arrow(result: duckdb.DuckDBPyRelation) -> pa.Table:
@@ -86,14 +140,29 @@ def as_arrow(result: duckdb.DuckDBPyRelation) -> pa.Table:
     return fetch()
 
 
+def _explained(err: duckdb.Error) -> str:
+    """DuckDB's error, with what it means here."""
+    if isinstance(err, duckdb.PermissionException):
+        return (f"refinery sql is read-only and opens no files itself: query the views instead of paths; "
+                f"{_EXPORT_HINT}\n({err})")
+    if "configuration has been locked" in str(err):
+        return f"refinery sql is read-only: its settings are locked; {_EXPORT_HINT}\n({err})"
+    return f"{err}\n(views: {', '.join(_VIEW_HELP)}; `refinery sql RUN_DIR` lists their columns)"
+
+
 def query(run_dir: str | Path, sql: str) -> pa.Table:
     """Run a read-only query over a run and return the result as an Arrow table."""
     check_read_only(sql)
     con = connect(run_dir)
     try:
-        return as_arrow(con.sql(sql))
+        result = con.sql(sql)
+        if result is None:  # a statement with no result (none pass check_read_only today)
+            raise SqlError(f"refinery sql is read-only and this query returns no rows; {_EXPORT_HINT}")
+        return as_arrow(result)
     except duckdb.Error as err:
-        raise SqlError(f"{err}\n(views: {', '.join(_VIEW_HELP)}; `refinery sql RUN_DIR` lists their columns)") from None
+        raise SqlError(_explained(err)) from None
+    finally:
+        con.close()
 
 
 def render(table: pa.Table, fmt: str, out: TextIO, output: str | None = None, max_rows: int = 50) -> None:
