@@ -154,11 +154,11 @@ def train(positives: list[dict[str, Any]], negatives: list[dict[str, Any]], outp
     `positives` and `negatives` are inputs as a recipe writes them ({"path": ..., "format": ..., "unit": ...}),
     paths relative to `base_dir`; every one is checked before anything is read.
     """
+    specs = {side: [input_spec(entry, f"--{side} {entry.get('path')}") for entry in entries]
+             for side, entries in (("positive", positives), ("negative", negatives))}
     import fasttext  # the training build (fasttext-numpy2-wheel); imported only here
 
     started = time.perf_counter()
-    specs = {side: [input_spec(entry, f"--{side} {entry.get('path')}") for entry in entries]
-             for side, entries in (("positive", positives), ("negative", negatives))}
     reports = {POSITIVE_LABEL: ClassReport(), NEGATIVE_LABEL: ClassReport()}
     classes = {POSITIVE_LABEL: read_class(specs["positive"], base_dir, max_docs, reports[POSITIVE_LABEL]),
                NEGATIVE_LABEL: read_class(specs["negative"], base_dir, max_docs, reports[NEGATIVE_LABEL])}
