@@ -26,7 +26,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from refinery.pipelines.engine.run import describe_summary, run_recipe
 
     loaded = load_recipe(args.recipe)
-    executor = create_executor(args.executor, workers=args.workers)
+    options = {"workers": args.workers}
+    if args.address is not None:
+        if args.executor != "ray":
+            print(f"error: --address applies to --executor ray (this run uses --executor {args.executor})",
+                  file=sys.stderr)
+            return 2
+        options["address"] = args.address
+    try:
+        executor = create_executor(args.executor, **options)
+    except (ImportError, ConnectionError) as err:  # Ray not installed, or no cluster at the address
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         summary = run_recipe(loaded, force=args.force, progress=not args.quiet, executor=executor)
     finally:
@@ -99,11 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         "finished work; the output is the same whatever the number of workers."))
     run.add_argument("recipe", help="the recipe YAML file")
     run.add_argument("--workers", "-w", type=_positive_int, default=None,
-                     help="worker processes (default: all cores)")
+                     help="worker processes (default: all cores); with --executor ray, tasks in flight (default: "
+                          "the cluster's CPUs)")
     from refinery.pipelines.engine.executors import DEFAULT_EXECUTOR, EXECUTORS  # stdlib only at import
 
     run.add_argument("--executor", choices=sorted(EXECUTORS), default=DEFAULT_EXECUTOR,
-                     help="what runs the tasks (default: %(default)s, processes on this machine)")
+                     help="what runs the tasks (default: %(default)s, processes on this machine; ray: Ray tasks on "
+                          "a Ray cluster, see docs/cluster.md)")
+    run.add_argument("--address", metavar="ADDRESS", default=None,
+                     help="with --executor ray, the Ray cluster to run on: auto (the one `ray start --head` started "
+                          "on this machine), HOST:PORT (its head), or ray://HOST:10001 (Ray Client); default: "
+                          "$RAY_ADDRESS, else a Ray instance started for this run. Every node must see the run "
+                          "folder at the same path (shared storage)")
     run.add_argument("--force", action="store_true", help="delete the run folder and start over")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.set_defaults(fn=_cmd_run)

@@ -229,9 +229,10 @@ def _connect(ray: Any, address: str | None) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
     except (Exception, SystemExit) as err:  # Ray exits (SystemExit) when its GCS never answers
         client = " (ray:// addresses need Ray Client: pip install \"ray[client]\")" if "://" in (address or "") else ""
-        raise ConnectionError(f"could not connect to {where}: {type(err).__name__}: {err}{client}; check --address "
-                              "(or RAY_ADDRESS), start a cluster with `ray start --head` (then --address auto), or "
-                              "leave both out to start Ray on this machine") from err
+        reason = f"{type(err).__name__}: {str(err).rstrip('. ')}{client}"
+        raise ConnectionError(f"could not connect to {where}: {reason}; check --address (or RAY_ADDRESS), start a "
+                              "cluster with `ray start --head` (then --address auto), or leave both out to start Ray "
+                              "on this machine") from err
 
 
 def _check_reachable(address: str) -> None:
