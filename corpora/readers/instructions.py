@@ -277,15 +277,19 @@ class InstructionsReader(Reader):
     Options = IdOptions
     schema = SCHEMA
 
+    def format_of(self, path: str) -> str | None:
+        """The instruction format a file is read as: detected for `instructions`, else the reader's name."""
+        return detect(path) if self.name == AUTO else self.name
+
     def plan(self, path: str, task_size: int, options: IdOptions) -> list[tuple[int, int | None]]:
         # Detection runs now, so a file of no known format fails at planning, naming the file, not in a worker.
-        format_name = detect(path) if self.name == AUTO else self.name
+        format_name = self.format_of(path)
         if _is_flat_export(path, format_name) or is_compressed(path) or _is_json_array(path):
             return [(0, None)]
         return byte_ranges(os.path.getsize(path), task_size)
 
     def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-        format_name = detect(task.path) if self.name == AUTO else self.name
+        format_name = self.format_of(task.path)
         if format_name is None:  # a file without records
             yield ReadBatch(SCHEMA.empty_table(), quarantine_table([]), 0)
             return
