@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from refinery.pipelines.engine.recipe import RecipeError, load_recipe, parse_recipe, parse_size, recipe_json_schema
 
 GOOD = """\
@@ -69,3 +70,42 @@ def test_json_schema_lists_every_stage_and_its_parameters():
     text = str(schema)
     assert "length_filter" in text and "exact_dedup" in text and "min_words" in text
     assert schema["additionalProperties"] is False
+
+
+def test_every_mistake_is_reported_at_once(data_dir, tmp_path):
+    from refinery.corpora.readers import InputError
+    from refinery.pipelines.engine.run import run_recipe
+
+    text = f"""\
+name: t
+inputs:
+  - path: {data_dir / "text/c4_demo.jsonl"}
+    text_feild: content
+  - path: missing/*.jsonl
+stages:
+  - lenght_filter: {{min_words: 5}}
+  - exact_dedup: {{normalise: true}}
+  - minhash_dedup: {{}}
+output: out/t
+colour: blue
+"""
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(text, "r.yaml")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith("r.yaml:4:") and "did you mean 'text_field'" in lines[0]
+    assert lines[1].startswith("r.yaml:11:") and "unknown parameter 'colour'" in lines[1]
+    assert lines[2].startswith("r.yaml:7:") and "did you mean 'length_filter'" in lines[2]
+    assert lines[3].startswith("r.yaml:8:") and "did you mean 'normalize'" in lines[3]
+
+    # Past parsing: a missing input and a missing stage file, both in one message.
+    recipe = text.replace("    text_feild: content\n", "").replace("lenght_filter", "length_filter")
+    recipe = recipe.replace("{normalise: true}", "{}").replace("colour: blue\n", "")
+    recipe = recipe.replace("minhash_dedup: {}", "quality_classifier: {model: nowhere.bin}")
+    loaded = parse_recipe(recipe, str(tmp_path / "r.yaml"), tmp_path)
+    with pytest.raises(InputError) as err:  # the first problem's kind; the CLI prints each line
+        run_recipe(loaded, workers=1, progress=False)
+    first, second = str(err.value).splitlines()
+    assert first.endswith("r.yaml:4: no file matches 'missing/*.jsonl' (looked in " + str(tmp_path) + ")")
+    assert second.startswith(str(tmp_path / "r.yaml") + ":8: quality_classifier: model file")
+    assert "nowhere.bin" in second

@@ -208,17 +208,28 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
         raise RecipeError(f"{source}: not valid YAML (recipes are plain data, no tags): {err}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a mapping with name, inputs, stages and output")
+    # Every mistake at once, in recipe order: the top-level fields and inputs, then each stage.
+    problems: list[str] = []
+    recipe = None
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        messages = [_format_error(source, root, e["loc"], _explain(e, _model_for(e["loc"]))) for e in exc.errors()]
-        raise RecipeError("\n".join(messages)) from None
+        problems += [_format_error(source, root, e["loc"], _explain(e, _model_for(e["loc"]))) for e in exc.errors()]
+    items = data.get("stages") if isinstance(data.get("stages"), list) else []
     stages = []
-    for index, item in enumerate(recipe.stages):
-        spec = _validate_stage(item, index, source, root)
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue  # the recipe-level check above reported it
+        try:
+            spec = _validate_stage(item, index, source, root)
+        except RecipeError as err:
+            problems.append(str(err))
+            continue
         for name, config in STAGES[spec.name].prerequisites(spec.config):
             stages.append(StageSpec(name=name, key=name, config=config, line=spec.line))
         stages.append(spec)
+    if problems or recipe is None:
+        raise RecipeError("\n".join(problems))
     keys = [s.key for s in stages]
     for i, spec in enumerate(stages):  # a stage used twice gets a numbered key: length_filter, length_filter_2
         if keys[:i].count(spec.name):

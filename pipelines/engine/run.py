@@ -45,11 +45,14 @@ class RunSummary:
 def plan_tasks(loaded: LoadedRecipe) -> list[ReadTask]:
     """Every input expanded into read tasks, in recipe order then file order then range order."""
     tasks: list[ReadTask] = []
+    problems = []  # every input's problem at once, not one per run
     for index, spec in enumerate(loaded.recipe.inputs):
         try:
             tasks += spec.plan(loaded.base_dir, loaded.recipe.task_size)
         except InputError as err:
-            raise InputError(f"{loaded.input_location(index)}: {err}") from None
+            problems.append(f"{loaded.input_location(index)}: {err}")
+    if problems:
+        raise InputError("\n".join(problems))
     return tasks
 
 
@@ -75,16 +78,37 @@ def _input_fingerprints(tasks: list[ReadTask]) -> list[dict[str, Any]]:
 def _check_stages(loaded: LoadedRecipe, context: RunContext) -> list[dict[str, str]]:
     """Build every stage once before any work, so a missing model or list fails at once, naming the recipe line;
     return the content hashes of the files the stages read (they decide the output as much as the inputs)."""
-    resources = []
+    resources, problems = [], []
     for spec in loaded.stages:
         try:
             stage = build_stage(spec, context)
         except ValueError as err:
-            raise RunError(f"{loaded.source_file}:{spec.line}: {err}") from None
+            problems.append(f"{loaded.source_file}:{spec.line}: {err}")
+            continue
         for path in stage.resource_files:
             digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
             resources.append({"stage": spec.key, "path": str(path), "sha256": digest})
+    if problems:
+        raise RunError("\n".join(problems))
     return resources
+
+
+def _prepare(loaded: LoadedRecipe, context: RunContext) -> tuple[list[ReadTask], list[dict[str, str]]]:
+    """The read tasks and the stages' resource files; every problem of inputs and stages reported together."""
+    tasks: list[ReadTask] = []
+    resources: list[dict[str, str]] = []
+    problems: list[Exception] = []
+    try:
+        tasks = plan_tasks(loaded)
+    except InputError as err:
+        problems.append(err)
+    try:
+        resources = _check_stages(loaded, context)
+    except RunError as err:
+        problems.append(err)
+    if problems:
+        raise type(problems[0])("\n".join(str(p) for p in problems))
+    return tasks, resources
 
 
 def _fingerprint(loaded: LoadedRecipe, inputs: list[dict[str, Any]], resources: list[dict[str, str]]) -> str:
@@ -202,10 +226,9 @@ def run_recipe(
     started = time.perf_counter()
     executor = executor or create_executor(workers=workers)
     layout = RunLayout(loaded.output_dir)
-    tasks = plan_tasks(loaded)
-    _check_output(layout, loaded, tasks, force)
     context = RunContext(layout.root, loaded.base_dir)
-    resources = _check_stages(loaded, context)
+    tasks, resources = _prepare(loaded, context)
+    _check_output(layout, loaded, tasks, force)
     try:
         with RunLock(layout):
             manifest = _open_manifest(layout, loaded, tasks, resources, force)
