@@ -26,6 +26,8 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
+from refinery.corpora.atomic import commit
+
 DEFAULT_PREFIX = "https://data.commoncrawl.org/"
 USER_AGENT = "refinery-fetch/0.1"
 CHUNK_BYTES = 1 << 20
@@ -186,7 +188,7 @@ class _Session:
                 version.unlink(missing_ok=True)
                 raise FetchError(f"checksum mismatch: expected {digest}, got {actual}; the download was deleted "
                                  "and not placed: rerun to download it again, or check the checksums file")
-        os.replace(part, final)  # atomic: the final name only ever holds a verified file
+        commit(part, final)  # a resumable .part (cleanup must keep it), placed flushed: only verified files
         version.unlink(missing_ok=True)
         return ("resumed" if resumed else "fetched"), downloaded
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from refinery.corpora.atomic import atomic_path, write_json
 from refinery.corpora.readers import ReadBatch, read_task
-from refinery.pipelines.engine.layout import temp_name, write_json
 from refinery.pipelines.engine.recipe import InputSpec, input_spec
 from refinery.pipelines.stages.quality_classifier import LABEL_PREFIX, classifier_text, positive_probabilities
 
@@ -192,9 +191,8 @@ def train(positives: list[dict[str, Any]], negatives: list[dict[str, Any]], outp
                               encoding="utf-8")
         model = fasttext.train_supervised(input=str(train_file), thread=threads, verbose=0, **HYPERPARAMETERS)
     fit_seconds = time.perf_counter() - fit_started
-    tmp = temp_name(output)
-    model.save_model(str(tmp))
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp:
+        model.save_model(str(tmp))
     scores = positive_probabilities(model, [text for _, _, text in test_rows], POSITIVE_LABEL)
     positive = np.array([label == POSITIVE_LABEL for _, label, _ in test_rows], dtype=bool)
     result = {

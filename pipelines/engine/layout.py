@@ -17,11 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-from refinery.corpora.atomic import read_json, remove_temp_files, temp_name, write_json
+from refinery.corpora.atomic import remove_temp_files
 from refinery.tokenization.shards import TokenLayout
-
-# Kept importable here until the classifier command moves to refinery.corpora.atomic.
-__all__ = ["RunLayout", "part_name", "read_json", "temp_name", "write_json"]
 
 
 def part_name(task_index: int) -> str:
