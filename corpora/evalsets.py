@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-FORMATS = ("auto", "foundry", "hellaswag", "fields")
+EVAL_FORMATS = ("auto", "foundry", "hellaswag", "fields")
 # Labels eval harnesses put at the start of a prompt line; not part of the benchmark's source text.
 _LABEL = re.compile(r"^(?:Question|Q|Context|Passage|Sentence|Answer|A|Choices)\s*:\s*")
 _OPTION = re.compile(r"^([A-J])\.\s+(.*)$")
@@ -73,7 +73,7 @@ def detect_format(path: Path, fields: list[str] | None) -> str:
     if path.name.endswith(".jsonl"):
         return "foundry"
     raise EvalSetError(f"{path}: cannot tell the evaluation format from the name; give `format` "
-                       f"({', '.join(FORMATS[1:])}) and, for `fields`, the text fields")
+                       f"({', '.join(EVAL_FORMATS[1:])}) and, for `fields`, the text fields")
 
 
 def load_eval_set(path: str | Path, name: str | None = None, fmt: str = "auto",
@@ -90,7 +90,7 @@ def load_eval_set(path: str | Path, name: str | None = None, fmt: str = "auto",
             raise EvalSetError(f"{path}: format `fields` needs the list of text fields, e.g. [question, answer]")
         return [EvalItem(name, i, tuple(str(r[f]) for f in fields if r.get(f))) for i, r in enumerate(records)]
     if fmt != "foundry":
-        raise EvalSetError(f"{path}: unknown evaluation format {fmt!r}; use one of {', '.join(FORMATS)}")
+        raise EvalSetError(f"{path}: unknown evaluation format {fmt!r}; use one of {', '.join(EVAL_FORMATS)}")
     return [EvalItem(name, i, _foundry_passages(path, i, r)) for i, r in enumerate(records)]
 
 

@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 
 from refinery.corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 
-FORMATS = ("table", "csv", "json", "parquet")
 # A friendly early refusal by statement type. The guarantee is _LOCKDOWN below, not this list.
 _READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA", "RELATION", "LOGICAL_PLAN"}
 _EXPORT_HINT = "use SELECT; to save a result: --format csv|json|parquet --output FILE"

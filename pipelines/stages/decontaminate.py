@@ -19,7 +19,14 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import Field
 
-from refinery.corpora.evalsets import FORMATS, EvalSetError, benchmark_name, detect_format, eval_files, load_eval_set
+from refinery.corpora.evalsets import (
+    EVAL_FORMATS,
+    EvalSetError,
+    benchmark_name,
+    detect_format,
+    eval_files,
+    load_eval_set,
+)
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,
@@ -40,7 +47,7 @@ class EvalSetConfig(StageConfig):
     name: str | None = Field(None, description="the benchmark's name in reports (one file only); default: the "
                              "file name without suffixes and a split suffix (`hellaswag_val_full.txt.bz2` → "
                              "`hellaswag`)")
-    format: Literal[FORMATS] = Field("auto", description="foundry (llm-foundry eval JSONL), hellaswag (6 lines "
+    format: Literal[EVAL_FORMATS] = Field("auto", description="foundry (llm-foundry eval JSONL), hellaswag (6 lines "
                                      "an item), fields (JSON/JSONL records, text in `fields`); auto: by suffix")
     fields: list[str] | None = Field(None, description="format `fields`: the record fields that hold the item's "
                                      "text, each one passage (e.g. [question, std_answer])")
