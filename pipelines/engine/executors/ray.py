@@ -49,8 +49,8 @@ from refinery.pipelines.engine.executors import register
 from refinery.pipelines.engine.executors.base import Executor, TaskFn, guarded
 
 INSTALL_HINT = 'pip install "refinery[ray]" (from a checkout: pip install -e ".[ray]")'
-SHARED_STORAGE = ("with --executor ray every node must see the run folder at the same path: put `output:` on "
-                  "storage all nodes mount (NFS or similar; see docs/cluster.md)")
+SHARED_STORAGE = ("with --executor ray every node must see the run folder, the inputs and the stages' files at the "
+                  "same paths: put them on storage all nodes mount (NFS or similar; see docs/cluster.md)")
 POLL_SECONDS = 0.2  # how often the driver reads progress while no task finishes
 CANCEL_WAIT_SECONDS = 10.0  # cancelled tasks get this long to stop before the run's lock is released
 
