@@ -7,7 +7,7 @@ A Conversation table is the one shape every instruction format normalises into.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
@@ -42,11 +42,36 @@ def position_id(file_name: str, position: int) -> str:
     return f"{file_name}:{position}"
 
 
+def _meta_encoder() -> Callable[[dict], str]:
+    """`json.dumps(extras, ensure_ascii=False, sort_keys=True, default=str)`, built once instead of once per record.
+
+    json.dumps sets up a new encoder on every call, which costs more than encoding a small `meta` object. The C
+    encoder that json.dumps itself uses is built here once, without the circular-reference bookkeeping (parsed
+    records cannot be circular); where this Python has no such encoder, or it does not agree with json.dumps,
+    json's own encoder is used.
+    """
+    reference = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        encode = json.encoder.c_make_encoder(None, str, json.encoder.encode_basestring, None, ": ", ", ",
+                                             True, False, True)
+
+        def fast(extras: dict) -> str:
+            return "".join(encode(extras, 0))
+
+        sample = {"z": [1, -0.0, 2.5e300, float("nan"), True, None, "é \u2028 \" \\"], "a": {"y": {}, "b": b"x"}}
+        if fast(sample) == reference.encode(sample):
+            return fast
+    except Exception:  # any trouble with the private encoder means: use the public one
+        pass
+    return reference.encode
+
+
+_encode = _meta_encoder()
+
+
 def encode_meta(extras: dict) -> str | None:
     """Serialise reader extras deterministically (sorted keys), or None when there are none."""
-    if not extras:
-        return None
-    return json.dumps(extras, ensure_ascii=False, sort_keys=True, default=str)
+    return _encode(extras) if extras else None
 
 
 def document_table(

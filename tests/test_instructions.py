@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from refinery.corpora.conversations import first_prompt, transcript
 from refinery.corpora.readers import InputError, document_schema, infer_format, plan_input, read_task
 
@@ -212,7 +213,9 @@ def test_bad_records_are_quarantined_with_their_reason(data_dir, tmp_path):
     (tmp_path / "cut.json").write_bytes(whole[: len(whole) // 2])
     docs, quarantined, count = read(tmp_path / "cut.json")
     assert docs.num_rows > 400 and quarantined.num_rows == 1 and count == docs.num_rows + 1
-    assert quarantined.column("reason")[0].as_py().startswith("malformed_json: Unterminated string")
+    # A file cut short is reported as such (issue #15 item 7), with the parser's detail.
+    assert quarantined.column("reason")[0].as_py().startswith(
+        "truncated_stream: the file ends before the JSON array's closing ']' (Unterminated string")
     # JSON nested too deeply for the parser, after real records, as in the JSONL reader.
     nested = "[" * 100_000 + "]" * 100_000
     (tmp_path / "deep.json").write_text(json.dumps(records[:3])[:-1] + ", " + nested + "]")

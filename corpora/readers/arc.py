@@ -18,7 +18,7 @@ notes `arc_length_declared`.
 
 A well-framed response is converted to the WARC record it stands for (as warcio's arc2warc converts it) and
 decided by the WARC reader's response rules, so ARC and WARC documents have the same columns and decisions:
-HTML responses with a 2xx status become documents (`text` holds the HTML decoded by charset.decode_page);
+HTML responses with a 2xx status become documents (`text` holds the HTML decoded by the WARC reader's decode_page);
 the rest is counted in `ReadBatch.skipped` by reason: `filedesc` (the version block), not_http (a `dns:` or
 other non-HTTP URL), empty, non_2xx_status, not_html, oversized. What the WARC rules quarantine (an HTTP
 response that does not parse, a payload that does not decode) keeps the ARC record's own bytes.
@@ -40,11 +40,9 @@ from typing import Any
 from fastwarc.warc import WarcRecord
 
 from refinery.corpora.readers import register
-from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, Reader, ReadTask
-
-# The WARC reader's framing and response rules (private there; see the module docstring for why they are shared).
-from refinery.corpora.readers.warc import SCHEMA, _add_response, _Batch
-from refinery.corpora.readers.warc_framing import MAX_SPAN, Damaged, Framed, _Framer, _inflate
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, Reader, ReadTask, decompressed
+from refinery.corpora.readers.warc import SCHEMA, WarcBatch, add_response
+from refinery.corpora.readers.warc_framing import MAX_SPAN, Damaged, Framed, RecordFramer
 
 _MAX_LINE = 1 << 16  # a header line without its newline within this many bytes is no header line
 _SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*:\S")  # http://, dns:host, filedesc:// (not "Date: ...")
@@ -75,16 +73,12 @@ def parse_header(line: bytes, fields: int = 5) -> ArcHeader | str:
     return ArcHeader(parts[0], parts[1], parts[2], parts[3], int(length))
 
 
-class _ArcFramer(_Framer):
-    """warc_framing's framer (buffer, gzip damage, resynchronisation, oversized blocks) with ARC's header line."""
+class ArcFramer(RecordFramer):
+    """The WARC framer (buffer, stream damage, resynchronisation, oversized blocks) with ARC's header line."""
 
+    header_name = "an ARC header line"
+    length_name = "Archive-length"
     fields = 5  # ARC version 1 until a version block says 2
-    cut_off = False  # the gzip stream ends inside a member
-
-    def _fill(self) -> bool:
-        filled = super()._fill()
-        self.cut_off = self.cut_off or (self.gzip_break is not None and self.gzip_break.error is None)
-        return filled
 
     def _line_end(self, start: int) -> int | None:
         """Where the line that starts at `start` ends (after its newline, or at the end of the data); None when
@@ -100,7 +94,7 @@ class _ArcFramer(_Framer):
             if not self._fill():
                 return len(self.buf) if len(self.buf) > start else None
 
-    def _at_header(self, start: int) -> bool:
+    def at_header(self, start: int) -> bool:
         """A plausible header line starts at `start`: a URL, the other fields, and digits for the date (a line
         whose length field is wrong is plausible: it is quarantined as a record of its own)."""
         end = self._line_end(start)
@@ -109,21 +103,28 @@ class _ArcFramer(_Framer):
         parts = bytes(self.buf[start:end]).rsplit(b" ", self.fields - 1)
         return len(parts) == self.fields and parts[2].isdigit()
 
+    def headless_header(self, start: int) -> bool:
+        return False  # an ARC header is one line: it is there or not
+
     def _ends_cleanly(self, end: int) -> bool:
         # Heritrix writes no newline between records (the block's own last newline is counted in its length).
-        return super()._ends_cleanly(end) or self._at_header(end)
+        return super()._ends_cleanly(end) or self.at_header(end)
 
-    def _http_end(self, start: int, stop: int) -> int | None:
-        """Where the HTTP response in buf[start:stop] ends by its own Content-Length, when nothing but newlines
-        follows it there; None when it has no Content-Length or does not fit."""
-        head = _HTTP_HEAD_END.search(self.buf, start, stop) if self.buf.startswith(b"HTTP/", start) else None
+    def lenient_end(self, header_end: int, resync: int) -> int | None:
+        """Where the HTTP response in buf[header_end:resync] ends by its own Content-Length, when nothing but
+        newlines follows it there (a file whose line endings an editor changed); None when it has no
+        Content-Length, does not fit, or the data was cut by stream damage."""
+        start, stop = header_end, resync
+        if self.stream_break is not None or not self.buf.startswith(b"HTTP/", start):
+            return None
+        head = _HTTP_HEAD_END.search(self.buf, start, stop)
         length = _HTTP_LENGTH.search(self.buf, start, head.start()) if head else None
         if length is None:
             return None
         end = head.end() + int(length.group(1))
         return end if end <= stop and not self.buf[end:stop].strip(b"\r\n") else None
 
-    def _next_header(self, start: int) -> int:
+    def next_header(self, start: int) -> int:
         """Where the first plausible header line at or after `start` begins (a line start), or the end of the
         data, or a line end about MAX_SPAN on (damage is kept in pieces)."""
         searched = max(start - 1, 0)
@@ -133,53 +134,31 @@ class _ArcFramer(_Framer):
                 if len(self.buf) - start >= MAX_SPAN or not self._fill():
                     return len(self.buf)
                 continue
-            if newline + 1 - start >= MAX_SPAN or self._at_header(newline + 1):
+            if newline + 1 - start >= MAX_SPAN or self.at_header(newline + 1):
                 return newline + 1
             searched = newline + 1
 
-    def _record(self) -> Framed | Damaged:
+    def stray_reason(self, raw: bytes) -> str:
+        if self.ended and not self.buf and _SCHEME.match(raw):
+            return "truncated_record: the data ends inside an ARC header line" + self.cut_off()
+        return super().stray_reason(raw)
+
+    def record(self) -> Framed | Damaged:
         position = self.base
         line_end = self._line_end(0) or len(self.buf)  # items() found a header line here
         header = parse_header(bytes(self.buf[:line_end]), self.fields)
         if isinstance(header, str):
-            return Damaged(position, f"invalid_header: {header}", self._take(self._next_header(line_end)))
+            return Damaged(position, f"invalid_header: {header}", self._take(self.next_header(line_end)))
         kind = "filedesc" if header.url.startswith(b"filedesc://") else "response"
-        end = line_end + header.length
-        if header.length > MAX_SPAN:
-            return self._oversized(position, kind, None, line_end, end)
-        complete = self._available(end)
-        if complete and self._ends_cleanly(end):
-            if kind == "filedesc":
-                self.fields = _FIELDS.get(bytes(self.buf[line_end : line_end + 2]).strip(), self.fields)
-            return Framed(position, kind, None, self._take(end))
-        # Reading goes on at the next header line, which lies inside the claimed block if it is too long.
-        resync = self._next_header(line_end)
-        http_end = self._http_end(line_end, resync) if self.gzip_break is None else None
-        if http_end is not None:  # a miscounted Archive-length around a whole HTTP response: the reader notes it
-            return Framed(position, kind, None, self._take(http_end))
-        if not complete and resync == len(self.buf):
-            have = len(self.buf) - line_end
-            reason = f"truncated_record: {kind} block has {have} of {header.length} bytes" + self._cut_off()
-        else:
-            reason = (f"bad_content_length: the {kind} record does not end where its Archive-length "
-                      f"({header.length}) says")
-        return Damaged(position, reason, self._take(resync))
-
-    def items(self) -> Iterator[Framed | Damaged]:
-        item: Framed | Damaged | None = None
-        for item in super().items():
-            if isinstance(item, Damaged) and item.reason.startswith("not_a_record"):
-                if self.ended and not self.buf and _SCHEME.match(item.raw):
-                    item.reason = "truncated_record: the data ends inside an ARC header line" + self._cut_off()
-                else:
-                    item.reason = f"not_a_record: {len(item.raw)} bytes without an ARC header line"
-            yield item
-        # A cut at a record boundary leaves no damaged record behind; the loss is reported all the same.
-        if self.cut_off and not isinstance(item, Damaged):
-            yield Damaged(self.base, "truncated_stream: the gzip stream is cut off after the last whole record", b"")
+        self._available(line_end + 2)
+        version = _FIELDS.get(bytes(self.buf[line_end : line_end + 2]).strip()) if kind == "filedesc" else None
+        framed = self.frame_block(position, kind, None, line_end, header.length)
+        if version and isinstance(framed, Framed):  # a version 2 block: header lines of ten fields follow
+            self.fields = version
+        return framed
 
 
-class _ArcBatch(_Batch):
+class _ArcBatch(WarcBatch):
     """The WARC reader's batch; while the WARC rules decide a converted record, what they quarantine keeps the
     ARC record's bytes, and a document gets the ARC record's own meta."""
 
@@ -221,7 +200,7 @@ def _add_record(batch: _ArcBatch, framed: Framed, fields: int) -> None:
     else:
         batch.arc_bytes = framed.data
         batch.arc_meta = {} if len(block) == header.length else {"arc_length_declared": header.length}
-        _add_response(batch, Framed(framed.position, "response", None, as_warc(header, block)))
+        add_response(batch, Framed(framed.position, "response", None, as_warc(header, block)))
         batch.arc_bytes, batch.arc_meta = None, {}
 
 
@@ -239,17 +218,16 @@ class ArcReader(Reader):
 
     def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
         batch = _ArcBatch(task)
-        with open(task.path, "rb") as file:
-            framer = _ArcFramer(_inflate(file))
-            for item in framer.items():
-                if isinstance(item, Damaged):
-                    batch.quarantine(item.position, item.reason, item.raw, item.record_id)
-                elif item.oversized:
-                    batch.skipped["oversized"] += 1
-                elif item.record_type == "filedesc":
-                    batch.skipped["filedesc"] += 1
-                else:
-                    _add_record(batch, item, framer.fields)
-                if len(batch) >= batch_rows:
-                    yield batch.flush()
+        framer = ArcFramer(lambda: decompressed(task.path))
+        for item in framer.items():
+            if isinstance(item, Damaged):
+                batch.quarantine(item.position, item.reason, item.raw, item.record_id)
+            elif item.oversized:
+                batch.skipped["oversized"] += 1
+            elif item.record_type == "filedesc":
+                batch.skipped["filedesc"] += 1
+            else:
+                _add_record(batch, item, framer.fields)
+            if len(batch) >= batch_rows:
+                yield batch.flush()
         yield batch.flush()

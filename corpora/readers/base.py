@@ -2,49 +2,23 @@
 
 from __future__ import annotations
 
-import gzip
+import bz2
 import io
-import json
+import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, BinaryIO, ClassVar, NamedTuple
 
 import pyarrow as pa
+import zstandard
 from pydantic import BaseModel, ConfigDict, Field
 
-from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, position_id, quarantine_table
+from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, encode_meta, position_id, quarantine_table
 
 # Documents per yielded batch: big enough for vectorised stages, small enough to stream.
 DEFAULT_BATCH_ROWS = 4096
-COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd", ".bz2")
-
-
-def _meta_encoder() -> Callable[[dict], str]:
-    """The serialisation of corpora.records.encode_meta, built once instead of once per record.
-
-    json.dumps(extras, ensure_ascii=False, sort_keys=True, default=str) sets up a new encoder on every
-    call, which costs more than encoding a small `meta` object. The C encoder that json.dumps itself uses
-    is built here once, without the circular-reference bookkeeping (parsed records cannot be circular);
-    where this Python has no such encoder, or it does not agree with json.dumps, json's own encoder is used.
-    """
-    reference = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)
-    try:
-        encode = json.encoder.c_make_encoder(None, str, json.encoder.encode_basestring, None, ": ", ", ",
-                                             True, False, True)
-
-        def fast(extras: dict) -> str:
-            return "".join(encode(extras, 0))
-
-        sample = {"z": [1, -0.0, 2.5e300, float("nan"), True, None, "é \u2028 \" \\"], "a": {"y": {}, "b": b"x"}}
-        if fast(sample) == reference.encode(sample):
-            return fast
-    except Exception:  # any trouble with the private encoder means: use the public one
-        pass
-    return reference.encode
-
-
-_encode_meta = _meta_encoder()
 
 
 class InputError(ValueError):
@@ -139,108 +113,170 @@ class Reader:
         return self.Options.model_validate(task.options.model_dump())
 
 
-def is_compressed(path: str | Path) -> bool:
-    return str(path).lower().endswith(COMPRESSED_SUFFIXES)
+# --- compressed files: decompressed member by member, damage passed over and reported -------------------------
+
+MAX_RAW = 1 << 26  # damage is quarantined in pieces of at most about this many bytes
+_READ_BYTES = 1 << 18  # bytes read from a file at a time (compressed bytes, for a compressed file)
+_SALVAGE_STEP = 1 << 14  # compressed bytes per call when a damaged member is decompressed again
 
 
-def open_binary(path: str | Path) -> IO[bytes]:
-    """Open a file for reading bytes, decompressing .gz, .zst and .bz2 transparently."""
+@dataclass
+class Damaged:
+    """Bytes that hold no readable record: where they start (an offset in the decompressed stream), the reason
+    ("category: detail"), the bytes themselves (at most about MAX_RAW), and the record's own id where one is known."""
+
+    position: int
+    reason: str
+    raw: bytes
+    record_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamBreak:
+    """A point where the decompressed data stops continuing the data before it: a member (gzip member, zstd frame,
+    bz2 stream) or bytes between members that do not decompress, passed over to the next member that does, or a
+    file that ends inside a member. `reason` says which and where ("corrupt_gzip: …", "truncated_stream: …")."""
+
+    codec: str  # gzip, zstd or bz2
+    reason: str
+    raw: bytes  # the compressed bytes passed over, or those of the member cut off (at most MAX_RAW)
+    cut: bool  # the file ends inside a member (else reading went on after the damage)
+
+
+class _Codec(NamedTuple):
+    name: str
+    unit: str  # what one independently decompressible piece is called
+    suffixes: tuple[str, ...]
+    magic: re.Pattern[bytes]
+    new: Callable[[], Any]  # a decompressor of one member: .decompress(data), .eof, .unused_data
+    error: type[Exception]  # what it raises on data that does not decompress
+
+
+_CODECS = (
+    _Codec("gzip", "member", (".gz",), re.compile(rb"\x1f\x8b\x08"), lambda: zlib.decompressobj(31), zlib.error),
+    _Codec("zstd", "frame", (".zst", ".zstd"), re.compile(rb"\x28\xb5\x2f\xfd"),
+           lambda: zstandard.ZstdDecompressor().decompressobj(), zstandard.ZstdError),
+    _Codec("bz2", "stream", (".bz2",), re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)"), bz2.BZ2Decompressor, OSError),
+)
+COMPRESSED_SUFFIXES = tuple(suffix for codec in _CODECS for suffix in codec.suffixes)
+
+
+def _codec_of(path: str | Path, head: bytes) -> _Codec | None:
+    """The codec the file's name says, else the one its first bytes say (a `.warc` that is gzip); None: plain."""
     name = str(path).lower()
-    # gzip and bz2 streams buffer on their own; another buffer on top would lose what was already
-    # decompressed when a damaged file fails part-way.
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if name.endswith((".zst", ".zstd")):
-        import zstandard
-
-        raw = open(path, "rb")  # noqa: SIM115 - closed with the stream reader
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
-    if name.endswith(".bz2"):
-        import bz2
-
-        return bz2.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    return next((c for c in _CODECS if name.endswith(c.suffixes)), None) or next(
+        (c for c in _CODECS if c.magic.match(head)), None)
 
 
-def byte_ranges(size: int, task_size: int) -> list[tuple[int, int | None]]:
-    """Split [0, size) into ranges of about task_size bytes; the last one runs to the end."""
-    if size <= task_size:
-        return [(0, None)]
-    starts = list(range(0, size, task_size))
-    return [(s, e) for s, e in zip(starts, starts[1:] + [None])]
+def is_compressed(path: str | Path) -> bool:
+    """True for a file read through a decompressor (one task: a compressed stream cannot be entered mid-way)."""
+    with open(path, "rb") as file:
+        return _codec_of(path, file.read(16)) is not None
 
 
-class DamagedStream(Exception):
-    """A compressed file ends or breaks part-way: every complete line before `position` was yielded."""
-
-    def __init__(self, position: int, partial: bytes, detail: str):
-        super().__init__(detail)
-        self.position, self.partial, self.detail = position, partial, detail
-
-
-def read_whole(path: str | Path, block: int = 1 << 22) -> tuple[bytes, DamagedStream | None]:
-    """All the bytes of a (possibly compressed) file, and the damage that ended it early, if any."""
-    chunks: list[bytes] = []
-    with open_binary(path) as stream:
-        while True:
+def _next_member(file: BinaryIO, start: int, codec: _Codec) -> int:
+    """Offset of the first member at or after `start` whose beginning decompresses, or the file's size."""
+    size = file.seek(0, io.SEEK_END)
+    for block_start in range(start, size, _READ_BYTES):
+        file.seek(block_start)
+        block = file.read(_READ_BYTES + 15)  # overlap: a magic number across blocks counts
+        for found in codec.magic.finditer(block):
+            if found.start() >= _READ_BYTES:
+                break
+            file.seek(block_start + found.start())
             try:
-                data = stream.read1(block)  # one decompressed chunk at a time: damage loses little
-            except (EOFError, OSError, ValueError) as err:
-                size = sum(map(len, chunks))
-                return b"".join(chunks), DamagedStream(size, b"", f"{type(err).__name__}: {err}")
-            if not data:
-                return b"".join(chunks), None
-            chunks.append(data)
+                codec.new().decompress(file.read(1 << 14))
+            except codec.error:
+                continue
+            return block_start + found.start()
+    return size
 
 
-def iter_lines(path: str, start: int = 0, end: int | None = None, block: int = 1 << 22) -> Iterator[tuple[int, bytes]]:
-    """Yield (byte offset, line without its newline) for every line that *starts* in [start, end).
+def _feed(file: BinaryIO, codec: _Codec, start: int, stop: int, fine_from: int, done: int) -> tuple[bytes, int]:
+    """Decompress file[start:stop] as one member, in pieces of _SALVAGE_STEP bytes before `fine_from` and of one
+    byte after it, up to the first error: (the output past its first `done` bytes, where the error came or stop)."""
+    decompressor, at, produced, kept = codec.new(), start, 0, []
+    file.seek(start)
+    while at < stop:
+        piece = file.read(min(fine_from - at if at < fine_from else 1, _SALVAGE_STEP, stop - at))
+        try:
+            out = decompressor.decompress(piece)
+        except codec.error:
+            break
+        if produced + len(out) > done:
+            kept.append(out[max(done - produced, 0):])
+        produced, at = produced + len(out), at + len(piece)
+        if decompressor.eof:
+            break
+    return b"".join(kept), at
 
-    A line that straddles `start` belongs to the previous range, so ranges never share or lose a line.
-    Offsets are positions in the uncompressed stream, which makes them stable record positions.
-    """
-    with open_binary(path) as stream:
-        pos = start
-        if start > 0:
-            stream.seek(start - 1)
-            if stream.read(1) != b"\n":
-                pos += len(stream.readline())
-        buffer = b""
-        while end is None or pos < end:
-            try:
-                data = stream.read1(block)  # one decompressed chunk at a time: damage loses little
-            except (EOFError, OSError, ValueError) as err:  # truncated or corrupt compressed stream
-                complete, _, buffer = buffer.rpartition(b"\n")
-                for line in complete.split(b"\n") if complete else []:
-                    yield pos, line
-                    pos += len(line) + 1
-                raise DamagedStream(pos, buffer, f"{type(err).__name__}: {err}") from None
+
+def _salvage(file: BinaryIO, codec: _Codec, start: int, stop: int, done: int) -> bytes:
+    """What a damaged member decompresses to before its damage, past the `done` bytes already yielded: a failing
+    call gives no output at all, so the member is decompressed again in small pieces, the failing one by bytes."""
+    failing = _feed(file, codec, start, stop, stop, done)[1]
+    return _feed(file, codec, start, stop, failing, done)[0]
+
+
+def _members(file: BinaryIO, codec: _Codec) -> Iterator[bytes | StreamBreak]:
+    """The decompressed bytes of a compressed file, member after member, with a StreamBreak at each damage."""
+    start = offset = 0  # compressed offsets: where the current member starts, where `data` starts
+    done = 0  # decompressed bytes of the current member yielded
+    decompressor, data = codec.new(), file.read(_READ_BYTES)
+    if not data:
+        yield StreamBreak(codec.name, f"truncated_stream: the file is empty (0 bytes; a {codec.name} file holds at "
+                          f"least one {codec.unit})", b"", cut=True)
+        return
+    while True:
+        if not data:
+            data = file.read(_READ_BYTES)
             if not data:
                 break
-            # Lines are sliced out of the block where they lie; only a line cut by the block's edge is joined.
-            i = 0
-            if buffer:
-                nl = data.find(b"\n")
-                if nl < 0:
-                    buffer += data
-                    continue
-                line = buffer + data[:nl]
-                yield pos, line
-                pos += len(line) + 1
-                i = nl + 1
-            find = data.find
-            while end is None or pos < end:
-                nl = find(b"\n", i)
-                if nl < 0:
-                    break
-                yield pos, data[i:nl]
-                pos += nl + 1 - i
-                i = nl + 1
-            else:
-                return
-            buffer = data[i:]
-        if buffer and (end is None or pos < end):
-            yield pos, buffer
+        try:
+            chunk = decompressor.decompress(data)
+        except codec.error as err:  # the member costs only what follows its damage: reading resumes at the next
+            if salvaged := _salvage(file, codec, start, offset + len(data), done):
+                yield salvaged
+            resume = _next_member(file, start + 1, codec)
+            file.seek(start)
+            raw = file.read(min(resume - start, MAX_RAW))
+            # gzip files may be padded with zeros (tape blocks), which gzip itself passes over silently.
+            if codec.name != "gzip" or raw.strip(b"\0") or resume - start > MAX_RAW:
+                where = (f"in the {codec.name} {codec.unit} at compressed byte {start}" if codec.magic.match(raw)
+                         else f"in bytes at compressed byte {start} that are no {codec.name} {codec.unit}")
+                yield StreamBreak(codec.name, f"corrupt_{codec.name}: {err} {where}; {resume - start} compressed "
+                                  "bytes skipped", raw, cut=False)
+            file.seek(resume)
+            start = offset = resume
+            decompressor, data, done = codec.new(), b"", 0
+            continue
+        if chunk:
+            done += len(chunk)
+            yield chunk
+        if decompressor.eof:  # the member ended: the next one starts with its unused input
+            start = offset = offset + len(data) - len(decompressor.unused_data)
+            decompressor, data, done = codec.new(), decompressor.unused_data, 0
+        else:
+            offset, data = offset + len(data), b""
+    if offset > start:  # the file ends inside a member (in its data or its trailer)
+        file.seek(start)
+        yield StreamBreak(codec.name, f"truncated_stream: the {codec.name} stream is cut off {offset - start} bytes "
+                          f"into the {codec.unit} at compressed byte {start}", file.read(MAX_RAW), cut=True)
+
+
+def decompressed(path: str | Path, start: int = 0) -> Iterator[bytes | StreamBreak]:
+    """The bytes of a file, decompressed (gzip, zstd, bz2) as its name or else its first bytes say, in chunks, with
+    a StreamBreak wherever a compressed stream is damaged (reading goes on after it where it can). A plain file
+    may be read from byte `start` on; a compressed one is always read from its beginning."""
+    with open(path, "rb") as file:
+        codec = _codec_of(path, file.read(16))
+        if codec is not None:
+            file.seek(0)
+            yield from _members(file, codec)
+            return
+        file.seek(start)
+        while chunk := file.read(_READ_BYTES):
+            yield chunk
 
 
 class RecordBuilder:
@@ -267,6 +303,8 @@ class RecordBuilder:
         self.positions: list[int] = []
         self.bad: list[tuple[str, str, str, int, str, bytes | None]] = []
         self.records = 0
+        # The input bytes of the documents that may hold a lone surrogate (see _table_without_unencodable), by row.
+        self.raws: dict[int, bytes] = {}
 
     def __len__(self) -> int:
         return len(self.ids) + len(self.bad)
@@ -291,6 +329,9 @@ class RecordBuilder:
             self.quarantine(position, f"text_not_string: '{text_field}' is {type(text).__name__}", raw)
             return
         self.records += 1
+        # Only a JSON escape (\ud800) makes a lone surrogate; a byte search finds the few lines with one.
+        if raw is not None and (b"\\ud" in raw or b"\\uD" in raw):
+            self.raws[len(self.ids)] = raw
         self.positions.append(position)
         own_id = record.get(id_field)
         self.ids.append(str(own_id) if own_id is not None else position_id(self.file_name, position))
@@ -307,7 +348,7 @@ class RecordBuilder:
         if url is not None and not url_is_str:
             extras = extras or {}
             extras["url"] = url
-        self.metas.append(_encode_meta(extras) if extras else None)
+        self.metas.append(encode_meta(extras))
 
     def add_text(self, text: str, position: int) -> None:
         """Add a plain-text record (no fields): position id, no url, no meta."""
@@ -339,7 +380,8 @@ class RecordBuilder:
                 keep.append(i)
             except UnicodeEncodeError:
                 position = self.positions[i]
-                raw = text.encode("utf-8", "surrogatepass")
+                # The input's own bytes; a record given without them (no reader does that today) keeps its text.
+                raw = self.raws.get(i) or text.encode("utf-8", "surrogatepass")
                 pid = position_id(self.file_name, position)
                 reason = "invalid_unicode: lone surrogate"
                 self.bad.append((pid, self.task.source, self.task.path, position, reason, raw))

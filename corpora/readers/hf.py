@@ -17,7 +17,7 @@ from refinery.corpora.readers.base import (
     ReadTask,
     RecordBuilder,
 )
-from refinery.corpora.readers.rows import add_rows
+from refinery.corpora.readers.rows import add_rows, numbered
 
 
 class HfOptions(FieldOptions):
@@ -69,4 +69,4 @@ class HfReader(Reader):
         dataset = _load(task.path, self.options_of(task).split)
         end = dataset.num_rows if task.end is None else task.end
         table = dataset.data.table.slice(task.start, end - task.start)
-        yield from add_rows(RecordBuilder(task), table.to_batches(max_chunksize=batch_rows), task.start)
+        yield from add_rows(RecordBuilder(task), numbered(table.to_batches(max_chunksize=batch_rows), task.start))

@@ -35,19 +35,16 @@ from refinery.corpora.conversations import (
 from refinery.corpora.readers import jsonl, register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
-    DamagedStream,
     IdOptions,
     InputError,
     ReadBatch,
     Reader,
     ReadTask,
     RecordBuilder,
-    byte_ranges,
+    decompressed,
     is_compressed,
-    iter_lines,
-    open_binary,
-    read_whole,
 )
+from refinery.corpora.readers.lines import byte_ranges, iter_lines, read_head, read_whole
 from refinery.corpora.records import (
     DOCUMENT_SCHEMA,
     MESSAGE_TYPE,
@@ -70,17 +67,16 @@ _PEEK_LINES = 100
 
 
 def _is_json_array(path: str) -> bool:
-    with open_binary(path) as stream:
-        head = stream.read(_PEEK_BYTES).lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head[:1] == b"["
+    return read_head(path, _PEEK_BYTES).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"["
 
 
 class _BrokenArray(Exception):
-    """A JSON array stops being valid JSON at `offset` (a character index), in element number `index`."""
+    """A JSON array stops being valid JSON at `offset` (a character index), in element number `index`; `at_end`:
+    because the text ends there (a file cut short), not because of what it holds."""
 
-    def __init__(self, index: int, offset: int, reason: str):
+    def __init__(self, index: int, offset: int, reason: str, at_end: bool = False):
         super().__init__(reason)
-        self.index, self.offset, self.reason = index, offset, reason
+        self.index, self.offset, self.reason, self.at_end = index, offset, reason, at_end
 
 
 def _iter_array(text: str) -> Iterator[tuple[int, Any, str]]:
@@ -101,7 +97,9 @@ def _iter_array(text: str) -> Iterator[tuple[int, Any, str]]:
         try:
             element, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as err:
-            raise _BrokenArray(index, position, f"malformed_json: {err.msg} in element {index}") from None
+            # A string without its closing quote runs to the end: the error names where the string starts.
+            at_end = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+            raise _BrokenArray(index, position, f"malformed_json: {err.msg} in element {index}", at_end) from None
         except RecursionError:
             reason = f"malformed_json: nested too deeply to parse in element {index}"
             raise _BrokenArray(index, position, reason) from None
@@ -111,34 +109,42 @@ def _iter_array(text: str) -> Iterator[tuple[int, Any, str]]:
         if position < length and text[position] == "]":
             return
         if position >= length or text[position] != ",":
-            raise _BrokenArray(index, position, f"malformed_json: expected ',' or ']' after element {index - 1}")
+            reason = f"malformed_json: expected ',' or ']' after element {index - 1}"
+            raise _BrokenArray(index, position, reason, position >= length)
         position = skip_space(position + 1)
 
 
 def _first_records(path: str) -> Iterator[Any]:
     """The first records of a file, for detection (a JSON array is read only as far as its first element)."""
     if _is_json_array(path):
-        with open_binary(path) as stream:
-            head = b""
-            while chunk := stream.read(max(len(head), _PEEK_BYTES)):  # doubling until the element is whole
-                head += chunk
-                try:
-                    yield next(_iter_array(head.decode("utf-8", "ignore")))[1]
-                    return
-                except (_BrokenArray, StopIteration):
+        pieces: list[bytes] = []
+        have = tried = 0
+        for chunk in itertools.chain(decompressed(path), [None]):  # None: the end, where a last try is due
+            if isinstance(chunk, bytes):
+                pieces.append(chunk)
+                have += len(chunk)
+                if have < 2 * tried:  # the head is parsed again only once it has doubled
                     continue
-        return
-    try:
-        for count, (_, line) in enumerate(iter_lines(path)):
-            if count >= _PEEK_LINES:
+            head = b"".join(pieces)
+            pieces, tried = [head], have
+            elements = []  # the whole elements in the head, so that one damaged element does not decide alone
+            try:
+                for _, element, _ in itertools.islice(_iter_array(head.decode("utf-8", "ignore")), _PEEK_LINES):
+                    elements.append(element)
+            except _BrokenArray:
+                pass
+            if elements or not isinstance(chunk, bytes):  # or the end of the data, or damage: no whole element
+                yield from elements
                 return
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except (ValueError, RecursionError):
-                    continue
-    except DamagedStream:
         return
+    for count, item in enumerate(iter_lines(path)):
+        if count >= _PEEK_LINES:
+            return
+        if isinstance(item, tuple) and item[1].strip():
+            try:
+                yield json.loads(item[1])
+            except (ValueError, RecursionError):
+                continue
 
 
 @lru_cache(maxsize=256)
@@ -242,8 +248,15 @@ def _read_array(builder: ConversationBuilder, path: str, batch_rows: int) -> Ite
             if len(builder) >= batch_rows:
                 yield builder.flush()
     except _BrokenArray as broken:  # every element before the break is kept; the rest is one quarantined record
-        reason = f"truncated_stream: {damage.detail}" if damage is not None else broken.reason
-        builder.quarantine(broken.index, reason, text[broken.offset:].encode("utf-8", "surrogateescape"))
+        rest = text[broken.offset:].encode("utf-8", "surrogateescape")
+        if damage is not None:
+            reason = damage.reason
+        elif broken.at_end:  # the array never closes: the file is cut short
+            detail = broken.reason.partition(": ")[2]
+            reason = f"truncated_stream: the file ends before the JSON array's closing ']' ({detail})"
+        else:
+            reason = broken.reason
+        builder.quarantine(broken.index, reason, rest or (damage.raw if damage else b""))
     yield builder.flush()
 
 

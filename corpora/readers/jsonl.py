@@ -18,16 +18,15 @@ import orjson
 from refinery.corpora.readers import register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
-    DamagedStream,
+    Damaged,
     FieldOptions,
     ReadBatch,
     Reader,
     ReadTask,
     RecordBuilder,
-    byte_ranges,
     is_compressed,
-    iter_lines,
 )
+from refinery.corpora.readers.lines import byte_ranges, iter_lines
 
 # orjson reads an integer literal beyond 64 bits as a float, where `json` keeps it exact; every float
 # this large is therefore read again by `json` (a genuine float literal comes out the same either way).
@@ -62,24 +61,25 @@ Quarantine = Callable[[int, str, "bytes | None"], None]
 
 
 def parsed_lines(task: ReadTask, quarantine: Quarantine) -> Iterator[tuple[int, bytes, Any]]:
-    """(offset, raw line, parsed value) of every JSON line of a task. Lines that are not JSON, and the
-    damaged tail of a truncated compressed file, go to `quarantine(position, reason, raw)` instead."""
-    try:
-        for offset, line in iter_lines(task.path, task.start, task.end):
-            if not line or line.isspace():
-                continue  # blank lines separate nothing in JSONL; they are not records
-            try:
-                record = _loads(line)
-            except UnicodeDecodeError as err:
-                quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
-            except json.JSONDecodeError as err:
-                quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
-            except RecursionError:
-                quarantine(offset, "malformed_json: nested too deeply to parse", line)
-            else:
-                yield offset, line, record
-    except DamagedStream as damage:  # the lines before the damage were yielded; the rest is reported
-        quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
+    """(offset, raw line, parsed value) of every JSON line of a task. Lines that are not JSON, and the damage
+    of a compressed stream (with the line it cut short), go to `quarantine(position, reason, raw)` instead."""
+    for item in iter_lines(task.path, task.start, task.end):
+        if type(item) is Damaged:  # the lines before the damage were yielded; those after it follow
+            quarantine(item.position, item.reason, item.raw)
+            continue
+        offset, line = item
+        if not line or line.isspace():
+            continue  # blank lines separate nothing in JSONL; they are not records
+        try:
+            record = _loads(line)
+        except UnicodeDecodeError as err:
+            quarantine(offset, f"invalid_utf8: byte {err.start} of the line", line)
+        except json.JSONDecodeError as err:
+            quarantine(offset, f"malformed_json: {err.msg} at column {err.colno}", line)
+        except RecursionError:
+            quarantine(offset, "malformed_json: nested too deeply to parse", line)
+        else:
+            yield offset, line, record
 
 
 @register

@@ -12,17 +12,15 @@ from pydantic import Field
 from refinery.corpora.readers import register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
-    DamagedStream,
+    Damaged,
     ReadBatch,
     Reader,
     ReaderOptions,
     ReadTask,
     RecordBuilder,
-    byte_ranges,
     is_compressed,
-    iter_lines,
-    read_whole,
 )
+from refinery.corpora.readers.lines import byte_ranges, iter_lines, read_whole
 
 _PARAGRAPH_BREAK = re.compile(rb"\n[ \t\r]*\n")
 
@@ -37,24 +35,22 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8-sig").replace("\r\n", "\n")
 
 
-def _units(task: ReadTask, unit: str) -> Iterator[tuple[int, bytes]]:
-    """(position, raw bytes) of each document; raises DamagedStream after the last intact one."""
+def _units(task: ReadTask, unit: str) -> Iterator[tuple[int, bytes] | Damaged]:
+    """(position, raw bytes) of each document, and a Damaged item for each damage of a compressed stream. A
+    whole-file unit ends at the first damage: a file cut short is not the document it claims to be, and the last
+    paragraph before the damage may be cut short."""
     if unit == "line":
         yield from iter_lines(task.path, task.start, task.end)
         return
     data, damage = read_whole(task.path)
     if unit == "file":
-        if damage is None:  # a file cut short is not the document it claims to be
-            yield 0, data
-            return
-        raise DamagedStream(0, data, damage.detail)
+        yield (0, data) if damage is None else Damaged(0, damage.reason, data)
+        return
     start = 0
     for match in _PARAGRAPH_BREAK.finditer(data):
         yield start, data[start : match.start()]
         start = match.end()
-    if damage is not None:  # the last paragraph may be cut short
-        raise DamagedStream(start, data[start:], damage.detail)
-    yield start, data[start:]
+    yield (start, data[start:]) if damage is None else Damaged(start, damage.reason, data[start:] or damage.raw)
 
 
 @register
@@ -74,18 +70,19 @@ class TextReader(Reader):
     def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
         unit = self.options_of(task).unit
         builder = RecordBuilder(task)
-        try:
-            for offset, raw in _units(task, unit):
-                if not raw.strip():
-                    continue
-                try:
-                    text = _decode(raw)
-                except UnicodeDecodeError as err:
-                    builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the record", raw)
-                else:
-                    builder.add_text(text if unit == "file" else text.rstrip("\r\n"), offset)
-                if len(builder) >= batch_rows:
-                    yield builder.flush()
-        except DamagedStream as damage:
-            builder.quarantine(damage.position, f"truncated_stream: {damage.detail}", damage.partial)
+        for item in _units(task, unit):
+            if type(item) is Damaged:
+                builder.quarantine(item.position, item.reason, item.raw)
+                continue
+            offset, raw = item
+            if not raw.strip():
+                continue
+            try:
+                text = _decode(raw)
+            except UnicodeDecodeError as err:
+                builder.quarantine(offset, f"invalid_utf8: byte {err.start} of the record", raw)
+            else:
+                builder.add_text(text if unit == "file" else text.rstrip("\r\n"), offset)
+            if len(builder) >= batch_rows:
+                yield builder.flush()
         yield builder.flush()

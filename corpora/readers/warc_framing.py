@@ -1,37 +1,37 @@
 """Cut a WARC stream into records and keep the damage: the part of WARC reading no library does.
 
 A WARC record is a `WARC/1.x` line, header lines, a blank line, exactly Content-Length bytes of block, and
-blank lines. `frame_records` walks the decompressed stream record by record and checks each boundary: a
-block that runs past the data, a block not followed by a blank line and the next header, bytes before a
-header, and undecodable gzip become `Damaged` items; reading then goes on at the next `WARC/` line (which
-may lie inside the damaged record's claimed block when its Content-Length is too long).
-
-Gzip is inflated member by member here rather than inside the parser: a data error then costs only its
-member (reading resumes at the next member that inflates), and a file cut off mid-member is told apart
-from one that ends cleanly. WET files gzipped as one stream are read the same way.
+blank lines. `frame_records` walks the decompressed stream (base.decompressed: gzip member by member, so a data
+error costs only its member and a file cut off mid-member is told from one that ends cleanly) record by record
+and checks each boundary: a block that runs past the data, a block not followed by a blank line and the next
+header, bytes before a header, a damaged or cut gzip stream become `Damaged` items; reading then goes on at the
+next `WARC/` line, which may lie inside the damaged record's claimed block when its Content-Length is too long
+(also a claim of a gigabyte: the stream is read again from that line). ARC files (corpora.readers.arc) are
+framed by the same `RecordFramer` with ARC's header line.
 """
 
 from __future__ import annotations
 
-import io
 import re
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
-_GZIP_MAGIC = b"\x1f\x8b\x08"
-_READ_BYTES = 1 << 18  # compressed bytes per read
+from refinery.corpora.readers.base import MAX_RAW, Damaged, StreamBreak, decompressed
+
 _MAX_HEADER = 1 << 16  # a header block without its blank line within this many bytes is damage
-MAX_SPAN = 1 << 26  # damage is quarantined in pieces of at most about this many bytes
+MAX_SPAN = MAX_RAW  # damage is quarantined in pieces of at most about this many bytes; larger blocks are skipped
+_OVERLAP = 64  # bytes kept when a block is streamed past: a header line may straddle what is dropped
 
 _HEADER_LINE = re.compile(rb"WARC/\d+\.\d+\r?\n")
 _NEXT_HEADER = re.compile(rb"\nWARC/\d+\.\d+\r?\n")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _NEWLINES = re.compile(rb"[\r\n]*")
-_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+_NAMED_FIELD = re.compile(rb"WARC-[A-Za-z-]+:")  # the first line of a header that lost its WARC/1.x line
+_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\S*)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _WARC_TYPE = re.compile(rb"^warc-type:[ \t]*(\S*)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _RECORD_ID = re.compile(rb"^warc-record-id:[ \t]*(\S*)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+
+Source = Callable[[], Iterator[bytes | StreamBreak]]  # the decompressed stream from its start, as often as needed
 
 
 @dataclass
@@ -45,112 +45,43 @@ class Framed:
     oversized: bool = False  # the block was over MAX_SPAN bytes: streamed past, `data` is the header only
 
 
-@dataclass
-class Damaged:
-    """Bytes that do not frame as a record, with the reason ("category: detail")."""
-
-    position: int
-    reason: str
-    raw: bytes
-    record_id: str | None = None
-
-
-@dataclass
-class _GzipBreak:
-    """A point after which the decompressed data does not continue the data before it."""
-
-    compressed_offset: int
-    error: str | None = None  # None: the file ends inside a gzip member
-    skipped: int = 0  # compressed bytes that did not inflate
-    raw: bytes = b""  # their first MAX_SPAN bytes
-
-
-def _inflates(file: BinaryIO, offset: int) -> bool:
-    file.seek(offset)
-    try:
-        zlib.decompressobj(31).decompress(file.read(1 << 14))
-    except zlib.error:
-        return False
-    return True
-
-
-def _next_member(file: BinaryIO, start: int) -> int:
-    """Offset of the first gzip member at or after `start` that inflates, or the file's size."""
-    size = file.seek(0, io.SEEK_END)
-    for block_start in range(start, size, _READ_BYTES):
-        file.seek(block_start)
-        block = file.read(_READ_BYTES + len(_GZIP_MAGIC) - 1)  # overlap: a magic number across blocks counts
-        found = block.find(_GZIP_MAGIC)
-        while found != -1:
-            if _inflates(file, block_start + found):
-                return block_start + found
-            found = block.find(_GZIP_MAGIC, found + 1)
-    return size
-
-
-def _gunzip(file: BinaryIO) -> Iterator[bytes | _GzipBreak]:
-    member_start = offset = 0  # compressed offsets: where the current member starts, where `data` starts
-    inflater, data = zlib.decompressobj(31), b""
-    while True:
-        if not data:
-            data = file.read(_READ_BYTES)
-            if not data:
-                break
-        try:
-            chunk = inflater.decompress(data)
-        except zlib.error as err:
-            resume = _next_member(file, member_start + 1)
-            file.seek(member_start)
-            raw = file.read(min(resume - member_start, MAX_SPAN))
-            yield _GzipBreak(member_start, str(err), resume - member_start, raw)
-            file.seek(resume)
-            member_start = offset = resume
-            inflater, data = zlib.decompressobj(31), b""
-            continue
-        if chunk:
-            yield chunk
-        if inflater.eof:  # the member ended: the next one starts with its unused input
-            member_start = offset = offset + len(data) - len(inflater.unused_data)
-            inflater, data = zlib.decompressobj(31), inflater.unused_data
-        else:
-            offset, data = offset + len(data), b""
-    if offset > member_start:
-        yield _GzipBreak(member_start)
-
-
-def _inflate(file: BinaryIO) -> Iterator[bytes | _GzipBreak]:
-    """The decompressed bytes of a plain or gzip file, with a break wherever the gzip stream is damaged."""
-    is_gzip = file.read(2) == _GZIP_MAGIC[:2]
-    file.seek(0)
-    if is_gzip:
-        yield from _gunzip(file)
-        return
-    while chunk := file.read(_READ_BYTES):
-        yield chunk
-
-
 def _field(pattern: re.Pattern, header: bytes) -> str | None:
     match = pattern.search(header)
     return match.group(1).decode("utf-8", "replace") if match and match.group(1) else None
 
 
-class _Framer:
-    """The decompressed stream as a buffer that always starts at the next unread byte."""
+class RecordFramer:
+    """The decompressed stream as a buffer that always starts at the next unread byte, cut into records.
 
-    def __init__(self, chunks: Iterator[bytes | _GzipBreak]):
-        self.chunks = chunks
+    What a record's header is, is told by hooks, which the ARC framer replaces: `at_header(start)` (a header
+    starts at buf[start]), `next_header(start)` (where the next one starts), `record()` (frame the record at the
+    buffer's start, through `frame_block`) and `stray_reason(raw)` (bytes before a header). The rest is shared:
+    filling and taking, stream breaks, blocks too large to keep, and `frame_block`, which checks that a block ends
+    where its length says and resynchronises on the next header where it does not.
+    """
+
+    header_name = "a WARC header"  # what bytes before a header are without, in not_a_record reasons
+    length_name = "Content-Length"
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.chunks = source()
         self.buf = bytearray()
         self.base = 0  # decompressed offset of buf[0]
-        self.ended = False  # no data left before the next gzip break or the end of the file
-        self.gzip_break: _GzipBreak | None = None
+        self.ended = False  # no data left before the next stream break or the end of the file
+        self.stream_break: StreamBreak | None = None
+        self.break_told = False  # a reason already says that the stream is cut off at this break
+        self.pending: list[Damaged] = []  # damage found beside a record that was kept, reported after it
+
+    # --- the buffer ---------------------------------------------------------------------------------------
 
     def _fill(self) -> bool:
-        """Append the next decompressed chunk; False at the end of the file or at a gzip break."""
+        """Append the next decompressed chunk; False at the end of the file or at a stream break."""
         if self.ended:
             return False
         for item in self.chunks:
-            if isinstance(item, _GzipBreak):
-                self.gzip_break, self.ended = item, True
+            if isinstance(item, StreamBreak):
+                self.stream_break, self.ended = item, True
                 return False
             self.buf += item
             return True
@@ -179,12 +110,37 @@ class _Framer:
             if end < len(self.buf) or not self._fill():
                 return end
 
-    def _at_header(self, start: int) -> bool:
+    def _rewind(self, offset: int) -> None:
+        """Read the stream again from decompressed offset `offset` (a block's claimed length proved false after
+        the bytes from there were streamed past)."""
+        self.chunks, self.buf, self.base = self.source(), bytearray(), 0
+        self.ended, self.stream_break, self.break_told = False, None, False
+        for item in self.chunks:
+            if isinstance(item, bytes):  # breaks before `offset` were reported when they were first met
+                if self.base + len(item) > offset:
+                    self.buf += item[offset - self.base :]
+                    break
+                self.base += len(item)
+        self.base = offset
+
+    def cut_off(self) -> str:
+        """What a reason about data that ends early adds when a stream break ends it."""
+        if self.stream_break is None:
+            return ""
+        if self.stream_break.cut:
+            self.break_told = True
+            return f" (the {self.stream_break.codec} stream is cut off)"
+        return f" ({self.stream_break.codec} damage follows)"
+
+    # --- hooks: WARC's header ----------------------------------------------------------------------------
+
+    def at_header(self, start: int) -> bool:
         self._available(start + 32)  # "WARC/1.0\r\n" fits; a shorter tail is no header
         return _HEADER_LINE.match(self.buf, start) is not None
 
-    def _next_header(self, start: int) -> int:
-        """Where the first `WARC/` line at or after `start` begins, or the end of the data (or of MAX_SPAN)."""
+    def next_header(self, start: int) -> int:
+        """Where the first header line at or after `start` begins (a line start), or the end of the data, or of
+        MAX_SPAN bytes."""
         searched = max(start - 1, 0)
         while True:
             match = _NEXT_HEADER.search(self.buf, searched)
@@ -193,6 +149,36 @@ class _Framer:
             searched = max(len(self.buf) - 64, searched)  # a header line may straddle the chunks
             if len(self.buf) - start >= MAX_SPAN or not self._fill():
                 return len(self.buf)
+
+    def headless_header(self, start: int) -> bool:
+        """A header that lost its first line starts at `start` (WARC: a WARC-… field line)."""
+        self._available(start + 32)
+        return _NAMED_FIELD.match(self.buf, start) is not None
+
+    def stray_reason(self, raw: bytes) -> str:
+        """The reason for bytes that do not start with a header."""
+        if _NAMED_FIELD.match(raw):
+            return f"invalid_header: {len(raw)} bytes of a WARC header without its WARC/1.x line"
+        return f"not_a_record: {len(raw)} bytes without {self.header_name}"
+
+    def record(self) -> Framed | Damaged:
+        """Frame the record whose header starts the buffer."""
+        position = self.base
+        header_end = self._header_end()
+        if header_end is None:
+            reason = ("truncated_record: the data ends inside a WARC header" + self.cut_off() if self.ended
+                      else f"invalid_header: no blank line within {_MAX_HEADER} bytes of the WARC/ line")
+            raw = self._take(self.next_header(1))
+            return Damaged(position, reason, raw, _field(_RECORD_ID, raw[:_MAX_HEADER]))
+        header = bytes(self.buf[:header_end])
+        record_type, record_id = _field(_WARC_TYPE, header) or "unknown", _field(_RECORD_ID, header)
+        length = _CONTENT_LENGTH.search(header)
+        if length is None or not length.group(1).isdigit():
+            problem = ("without a Content-Length" if length is None else
+                       f"whose Content-Length {length.group(1).decode('utf-8', 'replace')!r} is not a number")
+            reason = f"invalid_header: {record_type} record {problem}"
+            return Damaged(position, reason, self._take(self.next_header(header_end)), record_id)
+        return self.frame_block(position, record_type, record_id, header_end, int(length.group(1)))
 
     def _header_end(self) -> int | None:
         searched = 0
@@ -204,87 +190,114 @@ class _Framer:
             if len(self.buf) >= _MAX_HEADER or not self._fill():
                 return None
 
+    def lenient_end(self, header_end: int, resync: int) -> int | None:
+        """Where a block whose length does not frame it still ends, by what it holds (ARC); None: nowhere."""
+        return None
+
+    # --- framing, shared ---------------------------------------------------------------------------------
+
     def _ends_cleanly(self, end: int) -> bool:
-        """True when the block is followed by blank lines and then a header, or by the end of the data."""
+        """True when the block is followed by blank lines and then a header (or a header that lost its first
+        line, which is reported on its own), or by the end of the data."""
         if not self._available(end + 1):
             return True  # a last record without its closing blank lines
         after = self._skip_newlines(end)
-        return after > end and (after == len(self.buf) or self._at_header(after))
+        return after > end and (after == len(self.buf) or self.at_header(after) or self.headless_header(after))
 
-    def _cut_off(self) -> str:
-        if self.gzip_break is None:
-            return ""
-        return " (the gzip stream is cut off)" if self.gzip_break.error is None else " (gzip damage follows)"
-
-    def _record(self) -> Framed | Damaged:
-        position = self.base
-        header_end = self._header_end()
-        if header_end is None:
-            reason = ("truncated_record: the data ends inside a WARC header" + self._cut_off() if self.ended
-                      else f"invalid_header: no blank line within {_MAX_HEADER} bytes of the WARC/ line")
-            raw = self._take(self._next_header(1))
-            return Damaged(position, reason, raw, _field(_RECORD_ID, raw[:_MAX_HEADER]))
-        header = bytes(self.buf[:header_end])
-        record_type, record_id = _field(_WARC_TYPE, header) or "unknown", _field(_RECORD_ID, header)
-        length = _CONTENT_LENGTH.search(header)
-        if length is None:
-            reason = f"invalid_header: {record_type} record without a Content-Length"
-            return Damaged(position, reason, self._take(self._next_header(header_end)), record_id)
-        declared = int(length.group(1))
+    def frame_block(self, position: int, kind: str, record_id: str | None, header_end: int,
+                    declared: int) -> Framed | Damaged:
+        """The record whose header (buf[:header_end]) declares a block of `declared` bytes: framed where the block
+        ends cleanly, else damage up to the next header (which lies inside the claimed block if it is too long)."""
         end = header_end + declared
         if declared > MAX_SPAN:
-            return self._oversized(position, record_type, record_id, header_end, end)
+            return self._oversized(position, kind, record_id, header_end, declared)
         complete = self._available(end)
         if complete and self._ends_cleanly(end):
-            return Framed(position, record_type, record_id, self._take(end))
-        # Reading goes on at the next header line, which lies inside the claimed block if it is too long.
-        resync = self._next_header(header_end)
+            return Framed(position, kind, record_id, self._take(end))
+        if complete and self.at_header(end):  # the next record follows without the blank lines that end this one
+            reason = f"missing_record_end: no blank lines between the {kind} record at byte {position} and the next"
+            self.pending.append(Damaged(self.base + end, reason, b""))
+            return Framed(position, kind, record_id, self._take(end))
+        resync = self.next_header(header_end)
+        lenient = self.lenient_end(header_end, resync)
+        if lenient is not None:
+            return Framed(position, kind, record_id, self._take(lenient))
         if not complete and resync == len(self.buf):
             have = len(self.buf) - header_end
-            reason = f"truncated_record: {record_type} block has {have} of {declared} bytes" + self._cut_off()
+            reason = f"truncated_record: {kind} block has {have} of {declared} bytes" + self.cut_off()
         else:
-            reason = (f"bad_content_length: the {record_type} record does not end where its Content-Length "
-                      f"({declared}) says")
+            reason = self._bad_length(kind, declared)
         return Damaged(position, reason, self._take(resync), record_id)
 
-    def _oversized(self, position: int, record_type: str, record_id: str | None, header_end: int,
-                   end: int) -> Framed | Damaged:
-        """A block too large to be a document (a video, a disk image): streamed past, only its header kept."""
+    def _bad_length(self, kind: str, declared: int) -> str:
+        return f"bad_content_length: the {kind} record does not end where its {self.length_name} ({declared}) says"
+
+    def _oversized(self, position: int, kind: str, record_id: str | None, header_end: int,
+                   declared: int) -> Framed | Damaged:
+        """A block too large to be a document (a video, a disk image): streamed past, only its header kept.
+
+        The first header line inside the claimed block is remembered on the way: where the block then does not
+        end as its length says (the data ends first, or no record follows), the length was false, and reading
+        goes back to that line, the bytes before it kept with the header where they fit in MAX_SPAN.
+        """
         header = self._take(header_end)
-        remaining = end - header_end
+        block, remaining = self.base, declared  # where the block starts; its bytes not yet passed
+        candidate: int | None = None  # the first header line in the claimed block
         while remaining > len(self.buf):
-            remaining -= len(self.buf)
-            self._drop(len(self.buf))
-            if not self._fill():
-                reason = f"truncated_record: {record_type} block of {end - header_end} bytes ends early"
-                return Damaged(position, reason + self._cut_off() + " (block not kept)", header, record_id)
-        if not self._ends_cleanly(remaining):
-            reason = (f"bad_content_length: the {record_type} record does not end where its Content-Length "
-                      f"({end - header_end}) says (block not kept)")
-            return Damaged(position, reason, header, record_id)
-        self._drop(remaining)
-        return Framed(position, record_type, record_id, header, oversized=True)
+            if candidate is None:
+                found = self.next_header(1)  # (fills the buffer up to MAX_SPAN bytes at most)
+                if found < min(len(self.buf), remaining):
+                    candidate = self.base + found
+            if remaining <= len(self.buf):
+                break
+            passed = max(len(self.buf) - _OVERLAP, 0)
+            remaining -= passed
+            self._drop(passed)
+            if remaining > len(self.buf) and not self._fill():
+                if candidate is None:
+                    reason = f"truncated_record: {kind} block of {declared} bytes ends early" + self.cut_off()
+                    return Damaged(position, reason + " (block not kept)", header, record_id)
+                return self._resynchronised(position, kind, record_id, header, declared, block, candidate)
+        if self._ends_cleanly(remaining):
+            self._drop(remaining)
+            return Framed(position, kind, record_id, header, oversized=True)
+        if candidate is not None:
+            return self._resynchronised(position, kind, record_id, header, declared, block, candidate)
+        return Damaged(position, self._bad_length(kind, declared) + " (block not kept)", header, record_id)
+
+    def _resynchronised(self, position: int, kind: str, record_id: str | None, header: bytes, declared: int,
+                        block: int, candidate: int) -> Damaged:
+        span = candidate - block
+        self._rewind(block if span <= MAX_SPAN else candidate)
+        kept = span <= MAX_SPAN and self._available(span)
+        reason = (self._bad_length(kind, declared) + f"; the next record starts {span} bytes into the block"
+                  + ("" if kept else " (block not kept)"))
+        return Damaged(position, reason, header + (self._take(span) if kept else b""), record_id)
 
     def items(self) -> Iterator[Framed | Damaged]:
+        """Every record in order, and every stretch of damage between them."""
         while True:
+            yield from self.pending
+            self.pending.clear()
             self._drop(self._skip_newlines(0))
             if not self.buf:
-                if self.gzip_break is None:
+                if self.stream_break is None:
                     return
-                damage = self.gzip_break
-                self.gzip_break, self.ended = None, False
-                if damage.error is not None:
-                    reason = (f"corrupt_gzip: {damage.error} in the gzip member at compressed byte "
-                              f"{damage.compressed_offset}; {damage.skipped} compressed bytes skipped")
+                damage, told = self.stream_break, self.break_told
+                self.stream_break, self.ended, self.break_told = None, False, False
+                if not damage.cut:
+                    yield Damaged(self.base, damage.reason, damage.raw)
+                elif not told:  # cut between two records, or in the last member's trailer: nothing was cut short
+                    reason = (f"truncated_stream: the {damage.codec} stream is cut off after the last whole record"
+                              if self.base else damage.reason)
                     yield Damaged(self.base, reason, damage.raw)
-            elif self._at_header(0):
-                yield self._record()
+            elif self.at_header(0):
+                yield self.record()
             else:
-                raw = self._take(self._next_header(1))
-                yield Damaged(self.base - len(raw), f"not_a_record: {len(raw)} bytes without a WARC header", raw)
+                raw = self._take(self.next_header(1))
+                yield Damaged(self.base - len(raw), self.stray_reason(raw), raw)
 
 
 def frame_records(path: str) -> Iterator[Framed | Damaged]:
-    """Every record of a WARC/WET file (plain or gzip) in order, and every stretch of damage between them."""
-    with open(path, "rb") as file:
-        yield from _Framer(_inflate(file)).items()
+    """Every record of a WARC/WET file (plain or compressed) in order, and every stretch of damage between them."""
+    yield from RecordFramer(lambda: decompressed(path)).items()

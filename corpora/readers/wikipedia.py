@@ -13,8 +13,9 @@ BOM or XML declaration names) is transcoded to UTF-8 on the fly.
 - Skipped, counted by reason: `redirect`, `other_namespace` (not the main namespace 0), `not_wikitext`.
 - Quarantined with the page's XML (as UTF-8): `malformed_xml`, `missing_title`, `missing_text`,
   `unterminated_page` (a `<page>` with no `</page>` before the next one), `truncated_page` (the file ends
-  inside a page) and `truncated_stream` (the compressed stream is cut or corrupt; every page before the
-  damage is kept).
+  inside a page), `truncated_stream` (the compressed stream is cut off) and `corrupt_bz2` / `corrupt_gzip`
+  (bytes that do not decompress: a corrupt stream, garbage after the dump). Every page before the damage is
+  kept, and reading goes on where decompression resumes (the next stream of a multistream dump).
 """
 
 from __future__ import annotations
@@ -23,19 +24,26 @@ import codecs
 import itertools
 import re
 import xml.etree.ElementTree as ET
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from refinery.corpora.readers import register
-from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, InputError, ReadBatch, Reader, ReadTask, open_binary
+from refinery.corpora.readers.base import (
+    DEFAULT_BATCH_ROWS,
+    Damaged,
+    InputError,
+    ReadBatch,
+    Reader,
+    ReadTask,
+    StreamBreak,
+    decompressed,
+)
 from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, position_id, quarantine_table
 from refinery.corpora.wikitext import HIDDEN_LINK_NAMESPACES, to_plain_text
 
@@ -71,9 +79,14 @@ class WikipediaReader(Reader):
         dump = _DumpStream(task.path)
         pages = _PageCollector(task)
         position = 0
-        for kind, raw in _pieces(dump):
+        for piece in _pieces(dump):
+            if isinstance(piece, Damaged):  # the pages before the damage are kept, and reading goes on after it
+                pages.quarantine(position, piece.reason, piece.raw)
+                position += 1
+                continue
+            kind, raw = piece
             if kind == "header":
-                if raw.strip() and b"<mediawiki" not in raw and not dump.damage:
+                if raw.strip() and b"<mediawiki" not in raw and not dump.damaged:
                     raise InputError(f"{task.path} is not a MediaWiki XML dump (no <mediawiki> element before its "
                                      "first page); give this input its own `format:`")
                 pages.site = _Site.from_header(raw)
@@ -84,10 +97,7 @@ class WikipediaReader(Reader):
                 pages.quarantine(position, "unterminated_page: no </page> before the next <page>", raw)
             else:  # what follows the last page: the end of the dump, or a page it ends inside of
                 started = raw.find(_PAGE_OPEN)
-                if dump.damage:
-                    page = raw[started:] if started >= 0 else None
-                    pages.quarantine(position, f"truncated_stream: {dump.damage}", page)
-                elif started >= 0:
+                if started >= 0:
                     pages.quarantine(position, "truncated_page: the dump ends inside this page", raw[started:])
                 break
             position += 1
@@ -102,48 +112,36 @@ class WikipediaReader(Reader):
 class _DumpStream:
     """The dump's bytes as UTF-8 chunks: decompressed, and transcoded when its BOM or declaration says so.
 
-    A read error (a cut or corrupt compressed stream) ends the chunks and is kept in `damage`; everything
-    decompressed before it is still delivered.
+    Where the compressed stream is damaged, its StreamBreak comes between the chunks (`damaged` is then set), and
+    the chunks go on where decompression could resume (a multistream dump, trailing garbage).
     """
 
     def __init__(self, path: str):
         self.path = path
-        self.damage: str | None = None
+        self.damaged = False
 
-    def __iter__(self) -> Iterator[bytes]:
-        with open_binary(self.path) as stream:
-            raw = self._raw_chunks(stream)
-            head = b""
-            for chunk in raw:  # enough bytes to see a BOM or the XML declaration
-                head += chunk
-                if len(head) >= 256:
-                    break
-            encoding, bom = _sniff_encoding(head, self.path)
-            chunks = itertools.chain((head[bom:],), raw)
-            if encoding == "utf-8":
-                yield from chunks
-                return
-            # surrogateescape carries undecodable bytes through as themselves, so the page holding them
-            # fails to parse and is quarantined rather than altered.
-            decoder = codecs.getincrementaldecoder(encoding)("surrogateescape")
-            for chunk in chunks:
-                yield decoder.decode(chunk).encode("utf-8", "surrogateescape")
+    def __iter__(self) -> Iterator[bytes | StreamBreak]:
+        raw = decompressed(self.path)
+        head, held = b"", []
+        for chunk in raw:  # enough bytes to see a BOM or the XML declaration
+            if isinstance(chunk, StreamBreak):
+                held.append(chunk)
+                break
+            head += chunk
+            if len(head) >= 256:
+                break
+        encoding, bom = _sniff_encoding(head, self.path)
+        # surrogateescape carries undecodable bytes through as themselves, so the page holding them fails to parse
+        # and is quarantined rather than altered.
+        decoder = None if encoding == "utf-8" else codecs.getincrementaldecoder(encoding)("surrogateescape")
+        for chunk in itertools.chain((head[bom:],), held, raw):
+            if isinstance(chunk, StreamBreak):
+                self.damaged = True
+                yield chunk
+            else:
+                yield chunk if decoder is None else decoder.decode(chunk).encode("utf-8", "surrogateescape")
+        if decoder is not None:
             yield decoder.decode(b"", final=True).encode("utf-8", "surrogateescape")
-
-    def _raw_chunks(self, stream: IO[bytes]) -> Iterator[bytes]:
-        # Read the decompressor itself, one step at a time: the buffer open_binary puts around it fills
-        # itself with several steps and loses what they decompressed when a later one fails.
-        source = getattr(stream, "raw", stream)
-        read = getattr(source, "read1", source.read)
-        while True:
-            try:
-                chunk = read(_CHUNK_BYTES)
-            except (EOFError, OSError, zlib.error) as err:
-                self.damage = str(err) or type(err).__name__
-                return
-            if not chunk:
-                return
-            yield chunk
 
 
 def _sniff_encoding(head: bytes, path: str) -> tuple[str, int]:
@@ -168,11 +166,21 @@ def _sniff_encoding(head: bytes, path: str) -> tuple[str, int]:
     return ("utf-8", 0) if name.startswith(("utf-16", "utf-32", "utf-8")) else (name, 0)
 
 
-def _pieces(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+def _pieces(chunks: Iterable[bytes | StreamBreak]) -> Iterator[tuple[str, bytes] | Damaged]:
     """Cut the UTF-8 stream into ("header", bytes before the first page), ("page", …), ("unterminated", …)
-    and, last, ("rest", what follows the last whole page)."""
+    and, last, ("rest", what follows the last whole page); a break of the stream is a Damaged piece, whose raw
+    bytes are the page it cut short (or else the compressed bytes passed over), and reading goes on at the next
+    `<page>` after it."""
     buffer, header_seen = b"", False
     for chunk in chunks:
+        if isinstance(chunk, StreamBreak):
+            started = buffer.find(_PAGE_OPEN)
+            if not header_seen:
+                yield "header", buffer[: max(started, 0)] if started >= 0 else buffer
+                header_seen = True
+            yield Damaged(0, chunk.reason, buffer[started:] if started >= 0 else chunk.raw)
+            buffer = b""
+            continue
         buffer += chunk
         consumed = 0
         while True:
