@@ -12,7 +12,9 @@ from refinery.pipelines import __version__
 EPILOG = """examples:
   refinery demo                                   run the bundled recipe on bundled real samples
   refinery fetch https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-22/wet.paths.gz --dest crawl
-  refinery run recipe.yaml --workers 4            run (or resume) a recipe
+  refinery plan recipe.yaml                       what a run will do: inputs, passes, barriers, outputs
+  refinery run recipe.yaml --workers 4            run (or resume) a recipe; writes RUN/report.html and RUN/README.md
+  refinery report out/web-en                      (re)write a run's HTML report and dataset card
   refinery sql out/web-en "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
   refinery train --data out/web-en/tokens --out out/gpt-tiny   train the tiny GPT on a run's shards
   refinery classifier train --positive wiki.xml.bz2 --negative crawl/*.wet.gz -o quality.bin   a quality classifier
@@ -43,7 +45,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     print(describe_summary(summary))
+    from refinery.pipelines.commands.report import write_outputs
+
+    print(write_outputs(summary.run_dir, report=not args.no_report))
     print(f'inspect: refinery sql {summary.run_dir} "SELECT * FROM stats"')
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from refinery.pipelines.commands.report import write_outputs
+
+    print(write_outputs(args.run_dir, output=args.output, trainings=args.training))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from refinery.pipelines.commands import plan_view
+    from refinery.pipelines.engine.recipe import load_recipe
+
+    plan = plan_view.plan_recipe(load_recipe(args.recipe))
+    print(plan_view.to_mermaid(plan) if args.format == "mermaid" else plan_view.to_text(plan), end="")
+    if args.format == "text":
+        print()
     return 0
 
 
@@ -124,7 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
                           "folder at the same path (shared storage)")
     run.add_argument("--force", action="store_true", help="delete the run folder and start over")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument("--no-report", action="store_true",
+                     help="skip the HTML report (RUN/report.html) after the run; the dataset card (RUN/README.md) is "
+                          "still written. `refinery report RUN` writes both later")
     run.set_defaults(fn=_cmd_run)
+
+    plan = commands.add_parser("plan", help="show what a recipe will do, without running it", description=(
+        "Show what the engine will do with a recipe: its inputs (reader format, files, read tasks), the passes "
+        "(map stages fused into one streaming pass), the barrier of every global stage (collect → finish → apply; "
+        "producers such as the tokenizer collect → finish) and the outputs (data/, removed/, quarantine/, tokens/). "
+        "--format mermaid prints a Mermaid flowchart, which GitHub draws inside a ```mermaid block."))
+    plan.add_argument("recipe", help="the recipe YAML file")
+    plan.add_argument("--format", "-f", choices=["text", "mermaid"], default="text", help="default: %(default)s")
+    plan.set_defaults(fn=_cmd_plan)
+
+    report = commands.add_parser("report", help="write a run's HTML report and dataset card", description=(
+        "Write a run's report: one HTML file that opens offline in any browser and prints. It shows the funnel "
+        "(documents and bytes into and out of every stage), removed and quarantined documents by reason with "
+        "examples, the distribution of every signal column against the stage's thresholds (kept vs removed), "
+        "languages, duplicate clusters, tokens per split and source, the loss curves of models trained on the run's "
+        "shards, the plan of passes and the recipe. Also (re)writes the dataset card RUN/README.md (Hugging Face "
+        "conventions; `datasets.load_dataset(RUN)` loads the kept documents), unless that README.md is your own."))
+    report.add_argument("run_dir", help="the run folder (a recipe's `output:`)")
+    report.add_argument("--output", "-o", metavar="FILE.html", help="where to write the page (default: "
+                        "RUN/report.html)")
+    report.add_argument("--training", "-t", action="append", default=[], metavar="DIR",
+                        help="a training folder (`refinery train --out`) whose loss curves to show; repeatable. "
+                             "Default: the folders inside or beside RUN whose log.jsonl trained on RUN's tokens")
+    report.set_defaults(fn=_cmd_report)
 
     sql = commands.add_parser("sql", help="query a run folder with DuckDB (read-only)", description=(
         "Query a run with SQL. Views: docs (kept), removed (with stage and reason), quarantine "
@@ -194,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from refinery.corpora.fetch import FetchError
     from refinery.corpora.readers import InputError
+    from refinery.pipelines.commands.run_facts import ReportError
     from refinery.pipelines.commands.sql import SqlError
     from refinery.pipelines.engine.executors import TaskFailed
     from refinery.pipelines.engine.recipe import RecipeError
@@ -205,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (RecipeError, InputError, RunError, TaskFailed, SqlError, ShardError, TokenizerError, FetchError,
-            FileNotFoundError) as err:
+            ReportError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

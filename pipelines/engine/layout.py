@@ -7,6 +7,7 @@
     out/<run>/stats/<stage>.json            counts per stage
     out/<run>/tokens/                       tokenizer and token shards (refinery.tokenization.shards.TokenLayout)
     out/<run>/work/                         intermediate passes, done-markers, global stages' working files
+    out/<run>/report.html, README.md        the run's report and dataset card (refinery report; written after a run)
 
 Writes go through refinery.corpora.atomic (temp name, flush, rename), so cleanup knows the one temp scheme.
 """
@@ -54,6 +55,15 @@ class RunLayout:
     @property
     def tokens(self) -> TokenLayout:
         return TokenLayout.of_run(self.root)
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def card(self) -> Path:
+        """The dataset card: README.md, as the Hugging Face Hub and `datasets.load_dataset(RUN)` read it."""
+        return self.root / "README.md"
 
     def removed(self, stage_key: str) -> Path:
         return self.root / "removed" / stage_key

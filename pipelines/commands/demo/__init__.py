@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from refinery.pipelines.commands.report import write_outputs
 from refinery.pipelines.engine.recipe import LoadedRecipe, load_recipe
 from refinery.pipelines.engine.run import describe_summary, run_recipe
 
@@ -83,4 +84,10 @@ def run_demo(output: Path, workers: int | None = None, force: bool = False, trai
     print(f'  refinery sql {sft_dir} "SELECT source, turns, left(prompt, 60) FROM docs LIMIT 5"')
     print(f"  refinery sql {output}            # lists every view and its columns")
     print(f"  refinery tokens inspect {output / 'tokens'}")
+    print(f"  refinery plan {RECIPE}        # the passes the engine ran")
+    # Last, after training, so that the reports draw the models' loss curves (each finds the model trained on its
+    # shards beside it).
+    sft_outputs = write_outputs(sft_dir).replace("\n", "; ")
+    print(f"\ninstruction data: {sft_outputs}")
+    print(write_outputs(output))
     return 0
