@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+SVG_NS = "http://www.w3.org/2000/svg"  # so that a chart saved on its own is a valid SVG file too
 # One definition of each fill, referenced by every chart of the page (the report puts PATTERNS once at its top).
 PATTERNS = (
     '<svg class="defs" width="0" height="0" aria-hidden="true"><defs>'
@@ -73,7 +74,8 @@ def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "")
 
 
 def _svg(width: float, height: float, body: list[str], label: str) -> str:
-    return (f'<svg class="chart" viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" height="{height:.0f}" '
+    return (f'<svg xmlns="{SVG_NS}" class="chart" viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" '
+            f'height="{height:.0f}" '
             f'role="img" aria-label="{html.escape(label)}">{"".join(body)}</svg>')
 
 

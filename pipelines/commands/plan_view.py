@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from refinery.corpora.readers import InputError
-from refinery.pipelines.commands.charts import fmt_bytes
+from refinery.pipelines.commands.charts import SVG_NS, fmt_bytes
 from refinery.pipelines.engine.layout import RunLayout
 from refinery.pipelines.engine.recipe import LoadedRecipe, StageSpec
 from refinery.pipelines.engine.segments import Segment, plan_segments
@@ -298,5 +298,6 @@ def to_svg(plan: Plan) -> str:
     y = row([[folder, short] for folder, _, short in plan.outputs()[:-1]], "plan-output", y) + 8
     defs = ('<defs><marker id="plan-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>')
-    return (f'<svg class="plan" viewBox="0 0 {_WIDTH} {y:.0f}" width="{_WIDTH}" height="{y:.0f}" role="img" '
+    return (f'<svg xmlns="{SVG_NS}" class="plan" viewBox="0 0 {_WIDTH} {y:.0f}" width="{_WIDTH}" height="{y:.0f}" '
+            'role="img" '
             f'aria-label="the passes of the run">{defs}{"".join(parts)}</svg>')
