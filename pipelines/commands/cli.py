@@ -142,9 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "a Ray cluster, see docs/cluster.md)")
     run.add_argument("--address", metavar="ADDRESS", default=None,
                      help="with --executor ray, the Ray cluster to run on: auto (the one `ray start --head` started "
-                          "on this machine), HOST:PORT (its head), or ray://HOST:10001 (Ray Client); default: "
-                          "$RAY_ADDRESS, else a Ray instance started for this run. Every node must see the run "
-                          "folder at the same path (shared storage)")
+                          "on this machine), HOST:PORT (its head), ray://HOST:10001 (Ray Client), or local (a new "
+                          "Ray instance on this machine for this run); default: $RAY_ADDRESS, else the cluster "
+                          "`ray start` started on this machine, else local. Every node must see the run folder, the "
+                          "inputs and the stages' files at the same paths (shared storage)")
     run.add_argument("--force", action="store_true", help="delete the run folder and start over")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true",

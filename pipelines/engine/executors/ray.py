@@ -1,7 +1,8 @@
 """The Ray executor: each task of a pass is a Ray task, on a Ray cluster or on a Ray instance started here.
 
-    refinery run recipe.yaml --executor ray                      # $RAY_ADDRESS, else a Ray instance for this run
-    refinery run recipe.yaml --executor ray --address auto       # the cluster `ray start --head` started here
+    refinery run recipe.yaml --executor ray                      # as ray.init(): $RAY_ADDRESS, else the cluster
+                                                                 # `ray start` started here, else a new instance
+    refinery run recipe.yaml --executor ray --address local      # always a new Ray instance, for this run only
     refinery run recipe.yaml --executor ray --address HOST:6379  # any cluster; ray://HOST:10001 is Ray Client
 
 What the nodes need (docs/cluster.md):
@@ -103,9 +104,10 @@ def _attempt(fn: TaskFn, job: Any, counter: Any) -> Any:
 
 @register
 class RayExecutor(Executor):
-    """Ray tasks on a Ray cluster: `address` as `ray.init` takes it (None: $RAY_ADDRESS, else a Ray instance
-    started for this run), at most `workers` in flight (None: the cluster's CPUs at each pass), each retried up to
-    `max_retries` times when its worker or node dies."""
+    """Ray tasks on a Ray cluster: `address` as `ray.init` takes it (None: $RAY_ADDRESS, else the cluster `ray
+    start` started on this machine, else a Ray instance started for this run; "local": always the last), at most
+    `workers` in flight (None: the cluster's CPUs at each pass), each retried up to `max_retries` times when its
+    worker or node dies."""
 
     name = "ray"
 
@@ -222,7 +224,7 @@ def _cancel(ray: Any, refs: list[Any]) -> None:
 
 
 def _connect(ray: Any, address: str | None) -> None:
-    where = f"the Ray cluster at {address}" if address else "a Ray instance started on this machine"
+    where = f"the Ray cluster at {address}" if address and address != "local" else "Ray on this machine"
     if address and address not in ("auto", "local") and "://" not in address:
         _check_reachable(address)
     try:
@@ -231,15 +233,15 @@ def _connect(ray: Any, address: str | None) -> None:
         client = " (ray:// addresses need Ray Client: pip install \"ray[client]\")" if "://" in (address or "") else ""
         reason = f"{type(err).__name__}: {str(err).rstrip('. ')}{client}"
         raise ConnectionError(f"could not connect to {where}: {reason}; check --address (or RAY_ADDRESS), start a "
-                              "cluster with `ray start --head` (then --address auto), or leave both out to start Ray "
-                              "on this machine") from err
+                              "cluster with `ray start --head` (then --address auto), or give --address local to "
+                              "start Ray on this machine for the run") from err
 
 
 def _check_reachable(address: str) -> None:
     """Fail in seconds, not after Ray's two-minute wait, when nothing listens at HOST:PORT."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise ConnectionError(f"--address {address!r} is not HOST:PORT, auto or ray://HOST:PORT")
+        raise ConnectionError(f"--address {address!r} is not HOST:PORT, auto, local or ray://HOST:PORT")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:
