@@ -78,6 +78,7 @@ class ArcFramer(RecordFramer):
 
     header_name = "an ARC header line"
     length_name = "Archive-length"
+    record_end = ()  # an ARC block ends with one newline, as many lines in it do: only the next header tells
     fields = 5  # ARC version 1 until a version block says 2
 
     def _line_end(self, start: int) -> int | None:
@@ -103,26 +104,25 @@ class ArcFramer(RecordFramer):
         parts = bytes(self.buf[start:end]).rsplit(b" ", self.fields - 1)
         return len(parts) == self.fields and parts[2].isdigit()
 
-    def headless_header(self, start: int) -> bool:
-        return False  # an ARC header is one line: it is there or not
-
     def _ends_cleanly(self, end: int) -> bool:
         # Heritrix writes no newline between records (the block's own last newline is counted in its length).
         return super()._ends_cleanly(end) or self.at_header(end)
 
-    def lenient_end(self, header_end: int, resync: int) -> int | None:
-        """Where the HTTP response in buf[header_end:resync] ends by its own Content-Length, when nothing but
-        newlines follows it there (a file whose line endings an editor changed); None when it has no
-        Content-Length, does not fit, or the data was cut by stream damage."""
-        start, stop = header_end, resync
-        if self.stream_break is not None or not self.buf.startswith(b"HTTP/", start):
+    def lenient_end(self, header_end: int, end: int, resync: int) -> int | None:
+        """Where the HTTP response in the block ends by its own Content-Length: where that is the declared end and a
+        newline follows (both lengths agree: what follows is damage of its own), or where only newlines follow it
+        up to the next header (a file whose line endings an editor changed). None when it has no Content-Length,
+        fits neither, or the data was cut by stream damage."""
+        if self.stream_break is not None or not self.buf.startswith(b"HTTP/", header_end):
             return None
-        head = _HTTP_HEAD_END.search(self.buf, start, stop)
-        length = _HTTP_LENGTH.search(self.buf, start, head.start()) if head else None
+        head = _HTTP_HEAD_END.search(self.buf, header_end, resync)
+        length = _HTTP_LENGTH.search(self.buf, header_end, head.start()) if head else None
         if length is None:
             return None
-        end = head.end() + int(length.group(1))
-        return end if end <= stop and not self.buf[end:stop].strip(b"\r\n") else None
+        http_end = head.end() + int(length.group(1))
+        if http_end == end and self.buf[end : end + 1] == b"\n":
+            return end
+        return http_end if http_end <= resync and not self.buf[http_end:resync].strip(b"\r\n") else None
 
     def next_header(self, start: int) -> int:
         """Where the first plausible header line at or after `start` begins (a line start), or the end of the

@@ -90,8 +90,17 @@ def _iter_array(text: str) -> Iterator[tuple[int, Any, str]]:
             at += 1
         return at
 
+    def closes(at: int) -> bool:
+        """True at the array's closing bracket, which nothing but whitespace may follow."""
+        if at >= length or text[at] != "]":
+            return False
+        rest = skip_space(at + 1)
+        if rest < length:
+            raise _BrokenArray(index, rest, f"malformed_json: {length - rest} characters after the closing ']'")
+        return True
+
     position = skip_space(position)
-    if position < length and text[position] == "]":
+    if closes(position):
         return
     while True:
         try:
@@ -106,7 +115,7 @@ def _iter_array(text: str) -> Iterator[tuple[int, Any, str]]:
         yield index, element, text[position:end]
         index += 1
         position = skip_space(end)
-        if position < length and text[position] == "]":
+        if closes(position):
             return
         if position >= length or text[position] != ",":
             reason = f"malformed_json: expected ',' or ']' after element {index - 1}"

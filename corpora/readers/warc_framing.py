@@ -23,7 +23,6 @@ MAX_SPAN = MAX_RAW  # damage is quarantined in pieces of at most about this many
 _OVERLAP = 64  # bytes kept when a block is streamed past: a header line may straddle what is dropped
 
 _HEADER_LINE = re.compile(rb"WARC/\d+\.\d+\r?\n")
-_NEXT_HEADER = re.compile(rb"\nWARC/\d+\.\d+\r?\n")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _NEWLINES = re.compile(rb"[\r\n]*")
 _NAMED_FIELD = re.compile(rb"WARC-[A-Za-z-]+:")  # the first line of a header that lost its WARC/1.x line
@@ -62,6 +61,10 @@ class RecordFramer:
 
     header_name = "a WARC header"  # what bytes before a header are without, in not_a_record reasons
     length_name = "Content-Length"
+    # What ends a record's block (the WARC standard's CRLF CRLF, or LF LF): a block that ends so is taken as whole
+    # even where no header follows. (A wrong length seldom lands just before such a pair; where it does, the rest
+    # of its record is quarantined as bytes without a header, not lost.)
+    record_end: tuple[bytes, ...] = (b"\r\n\r\n", b"\n\n")
 
     def __init__(self, source: Source):
         self.source = source
@@ -139,21 +142,16 @@ class RecordFramer:
         return _HEADER_LINE.match(self.buf, start) is not None
 
     def next_header(self, start: int) -> int:
-        """Where the first header line at or after `start` begins (a line start), or the end of the data, or of
-        MAX_SPAN bytes."""
-        searched = max(start - 1, 0)
+        """Where the first header line at or after `start` begins, or the end of the data, or of MAX_SPAN bytes.
+        (Also where no newline comes before it: garbage written just before a record does not hide it.)"""
+        searched = start
         while True:
-            match = _NEXT_HEADER.search(self.buf, searched)
+            match = _HEADER_LINE.search(self.buf, searched)
             if match:
-                return match.start() + 1
+                return match.start()
             searched = max(len(self.buf) - 64, searched)  # a header line may straddle the chunks
             if len(self.buf) - start >= MAX_SPAN or not self._fill():
                 return len(self.buf)
-
-    def headless_header(self, start: int) -> bool:
-        """A header that lost its first line starts at `start` (WARC: a WARC-… field line)."""
-        self._available(start + 32)
-        return _NAMED_FIELD.match(self.buf, start) is not None
 
     def stray_reason(self, raw: bytes) -> str:
         """The reason for bytes that do not start with a header."""
@@ -190,19 +188,23 @@ class RecordFramer:
             if len(self.buf) >= _MAX_HEADER or not self._fill():
                 return None
 
-    def lenient_end(self, header_end: int, resync: int) -> int | None:
-        """Where a block whose length does not frame it still ends, by what it holds (ARC); None: nowhere."""
+    def lenient_end(self, header_end: int, end: int, resync: int) -> int | None:
+        """Where a block that does not end cleanly at `end` (its declared end) still ends, by what it holds (ARC),
+        given the next header at `resync`; None: nowhere."""
         return None
 
     # --- framing, shared ---------------------------------------------------------------------------------
 
     def _ends_cleanly(self, end: int) -> bool:
-        """True when the block is followed by blank lines and then a header (or a header that lost its first
-        line, which is reported on its own), or by the end of the data."""
+        """True when the block is followed by blank lines and then a header or the end of the data, or by the
+        blank lines that end a record (`record_end`) and then bytes that are no header: those are damage of their
+        own (a header without its first line, garbage), and the record before them is whole."""
         if not self._available(end + 1):
             return True  # a last record without its closing blank lines
         after = self._skip_newlines(end)
-        return after > end and (after == len(self.buf) or self.at_header(after) or self.headless_header(after))
+        if after > end and (after == len(self.buf) or self.at_header(after)):
+            return True
+        return self.buf.startswith(self.record_end, end)
 
     def frame_block(self, position: int, kind: str, record_id: str | None, header_end: int,
                     declared: int) -> Framed | Damaged:
@@ -219,7 +221,7 @@ class RecordFramer:
             self.pending.append(Damaged(self.base + end, reason, b""))
             return Framed(position, kind, record_id, self._take(end))
         resync = self.next_header(header_end)
-        lenient = self.lenient_end(header_end, resync)
+        lenient = self.lenient_end(header_end, end, resync)
         if lenient is not None:
             return Framed(position, kind, record_id, self._take(lenient))
         if not complete and resync == len(self.buf):
