@@ -160,7 +160,7 @@ def read_task(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[
     yield from READERS[task.format]().read(task, batch_rows)
 
 
-# Modules that hold only helpers (base, rows, charset, warc_framing) register nothing; importing them is harmless.
+# Modules that hold only helpers (base, lines, rows, warc_framing) register nothing; importing them is harmless.
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg):
     importlib.import_module(f"{__name__}.{_module}")
 

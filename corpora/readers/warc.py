@@ -164,7 +164,8 @@ def decode_page(data: bytes, http_charset: str | None = None, html: bool = True)
     replacement character for each invalid sequence, unless the bytes are text in another charset under a wrong
     label: such text read as UTF-8 gives about one valid multi-byte sequence per hundred invalid ones (a pair
     like "Ã©" is rare in real text), while a damaged UTF-8 page keeps as many valid ones as it has non-ASCII
-    characters. A rejected label is noted in `charset_rejected`; detection then decides.
+    characters; the line is drawn at one per ten. A rejected label is noted in `charset_rejected`, and the next
+    declared charset, valid UTF-8 or detection decides.
     """
     for bom, codec in _BOMS:
         if data.startswith(bom):

@@ -269,6 +269,7 @@ class RecordFramer:
 
     def _resynchronised(self, position: int, kind: str, record_id: str | None, header: bytes, declared: int,
                         block: int, candidate: int) -> Damaged:
+        """The oversized record as damage, and the stream read again from the header line found in its block."""
         span = candidate - block
         self._rewind(block if span <= MAX_SPAN else candidate)
         kept = span <= MAX_SPAN and self._available(span)
