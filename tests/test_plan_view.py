@@ -103,3 +103,8 @@ def test_plan_of_a_run_matches_its_recipe_and_draws_as_svg(data_dir, write_recip
     assert len(rects) == len(from_run.inputs) + len(from_run.passes) + barriers + outputs
     texts = " ".join(t.text or "" for t in svg.iter() if t.tag.endswith("text"))
     assert "barrier: exact_dedup finish" in texts and "map length_filter" in texts
+
+
+def test_the_docs_show_the_demos_plan_as_it_is():
+    docs = (Path(__file__).parents[1] / "docs/report.md").read_text(encoding="utf-8")
+    assert "```mermaid\n" + plan_view.to_mermaid(plan_view.plan_recipe(load_recipe(RECIPE))) + "```" in docs
