@@ -5,6 +5,7 @@ is checked against `refinery sql` and the files it came from."""
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import json
 import re
@@ -106,7 +107,7 @@ def test_each_reason_shows_real_removed_documents(demo, page):
         shown = re.findall(r'<div class="example"><code>(.*?)</code>', block.group(1))
         ids = set(sql.query(demo[0], f"SELECT id FROM removed WHERE stage = '{row['stage']}' AND "
                                      f"split_part(reason, ':', 1) = '{row['reason']}'").column("id").to_pylist())
-        assert 1 <= len(shown) <= 3 and {s.replace("&lt;", "<").replace("&gt;", ">") for s in shown} <= ids
+        assert 1 <= len(shown) <= 3 and {html.unescape(s) for s in shown} <= ids
     duplicate = sql.query(demo[0], "SELECT id, duplicate_of FROM removed WHERE stage = 'minhash_dedup' ORDER BY id "
                                    "LIMIT 1").to_pylist()[0]
     assert f"duplicate of <code>{duplicate['duplicate_of']}</code>" in page
@@ -233,3 +234,24 @@ def test_demo_names_its_report_and_card_last(demo):
     assert lines[-2] == f"report: {out / 'report.html'}  (open it in a browser)"
     assert lines[-1] == f"dataset card: {out / 'README.md'}"
     assert f"instruction data: report: {out / 'sft/report.html'}" in printed
+
+
+def test_web_recipe_with_damaged_input_shows_quarantine_and_pii_counts(data_dir, write_recipe):
+    stages = [{"extract": {}}, {"langid": {}}, {"gopher_quality": {}}, {"exact_dedup": {}}, {"minhash_dedup": {}},
+              {"pii": {"count_column": "pii_found"}}, {"tokenize": {"vocab_size": 400}}]
+    inputs = [{"path": str(data_dir / "warc/*.warc.gz")}, {"path": str(data_dir / "warc/bad/*.warc*")}]
+    recipe = write_recipe(inputs, stages, name="web")
+    assert main(["run", str(recipe), "--quiet"]) == 0
+    run_dir = recipe.parent / "out"
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    quarantined = sql.query(run_dir, "SELECT split_part(reason, ':', 1) AS reason, list(id) AS ids FROM quarantine "
+                                     "GROUP BY ALL").to_pylist()
+    assert quarantined  # the clipped and truncated WARCs
+    for row in quarantined:
+        block = re.search(rf'<h3 id="reason-read-{row["reason"].replace("_", "-")}".*?</h3>(.*?)(?=<h3|</section>)',
+                          page, re.S)
+        assert block and f"({len(row['ids']):,} records)" in block.group(0)
+        shown = re.findall(r'<div class="example"><code>(.*?)</code>', block.group(1))
+        assert shown and {html.unescape(s) for s in shown} <= set(row["ids"])
+    docs = sql.query(run_dir, "SELECT count(*) AS n FROM docs").column("n")[0].as_py()
+    assert f"pii_found</b>: {docs:,} passed, 0 removed by pii" in page
