@@ -317,6 +317,18 @@ def test_a_task_that_raises_names_itself_fails_the_run_and_a_fixed_rerun_resumes
     assert output_files(layout.root) == reference[1] and read_json(layout.manifest)["status"] == "complete"
 
 
+def test_a_worker_that_cannot_load_the_task_says_what_the_nodes_need(cluster, ray_executor, tmp_path,
+                                                                      monkeypatch):
+    # A module only the driver can import: what a node without refinery (or with another version) meets.
+    (tmp_path / "driver_only.py").write_text("def task(job, report):\n    return job\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from driver_only import task
+
+    with pytest.raises(TaskFailed, match=r"job [12] failed: WorkerEnvironmentError: .*No module named 'driver_only'"
+                                         r".*every node needs refinery"):
+        list(ray_executor.map(task, [1, 2], lambda n: None, lambda job: f"job {job}"))
+
+
 def test_close_leaves_a_connection_it_did_not_open(cluster, ray_executor):
     import ray
 

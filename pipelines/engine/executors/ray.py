@@ -200,15 +200,24 @@ class _ProgressReader:
                 on_progress(taken)
 
 
+class WorkerEnvironmentError(RuntimeError):
+    """A Ray worker could not load the task: its Python environment is not the driver's."""
+
+
 def _result(ray: Any, ref: Any) -> Any:
     """A task's result; when the task raised, its own exception (the Ray error, with the remote traceback, as
     the cause), so TaskFailed says `ValueError: ...` rather than Ray's wrapper."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, Exception):
-            raise err.cause from err
-        raise
+        cause = err.cause if isinstance(err.cause, Exception) else None
+        if isinstance(cause, ray.exceptions.RaySystemError):  # e.g. "No module named ..." unpickling the task
+            raise WorkerEnvironmentError(
+                f"{str(cause).splitlines()[0]} (a Ray worker could not load the task: every node needs refinery, "
+                "the same version as the driver's, importable by Ray's workers; see docs/cluster.md)") from err
+        if cause is None:
+            raise
+        raise cause from err
 
 
 def _cancel(ray: Any, refs: list[Any]) -> None:
