@@ -188,7 +188,7 @@ def lines(series: Sequence[tuple[str, Sequence[tuple[float, float]], str]], x_la
     for value, text in hlines:
         body.append(f'<line class="l-base" x1="{left}" y1="{sy(value):.1f}" x2="{left + plot_w}" '
                     f'y2="{sy(value):.1f}"/>')
-        body.append(_text(left + plot_w - 4, sy(value) - 4, text, "end"))
+        body.append(_text(left + 4, sy(value) - 4, text))  # at the left, where a loss curve is still high
     for _label, points, style in series:
         path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points))
         body.append(f'<path class="l-{style}" d="{path}"/>')

@@ -269,7 +269,8 @@ def _arrow(x1: float, y1: float, x2: float, y2: float) -> str:
 
 
 def to_svg(plan: Plan) -> str:
-    """Inputs, then each pass and its barrier, then the outputs, top to bottom."""
+    """Inputs, then each pass and its barrier (joined by arrows), then the run's outputs, top to bottom. The outputs
+    get no arrows: several passes write them (the text plan says which)."""
     parts: list[str] = []
     gap = 26
     above: list[tuple[float, float]] = []  # (x centre, bottom) of each box of the row above: arrows start there
@@ -295,7 +296,9 @@ def to_svg(plan: Plan) -> str:
         y = row([lines], "plan-pass", y) + gap
         if node.barrier:
             y = row([[f"barrier: {node.barrier.stage} finish → {node.barrier.writes}"]], "plan-barrier", y) + gap
-    y = row([[folder, short] for folder, _, short in plan.outputs()[:-1]], "plan-output", y) + 8
+    above.clear()
+    parts.append(f'<text x="8" y="{y + 2:.0f}" font-weight="bold">outputs</text>')
+    y = row([[folder, short] for folder, _, short in plan.outputs()[:-1]], "plan-output", y + 10) + 8
     defs = ('<defs><marker id="plan-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>')
     return (f'<svg xmlns="{SVG_NS}" class="plan" viewBox="0 0 {_WIDTH} {y:.0f}" width="{_WIDTH}" height="{y:.0f}" '

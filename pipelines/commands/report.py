@@ -14,6 +14,7 @@ from pathlib import Path
 
 from refinery.corpora.atomic import write_text
 from refinery.pipelines.commands import charts, plan_view
+from refinery.pipelines.commands.card import write_card
 from refinery.pipelines.commands.charts import Bar, fmt_bytes
 from refinery.pipelines.commands.report_sections import (
     duplicates_section,
@@ -240,8 +241,6 @@ def write_report(run_dir: str | Path, output: str | Path | None = None,
 def write_outputs(run_dir: str | Path, report: bool = True, output: str | Path | None = None,
                   trainings: Sequence[str | Path] = ()) -> str:
     """After a run: write its report (unless `report` is False) and its dataset card; lines saying where they are."""
-    from refinery.pipelines.commands.card import write_card
-
     lines = [f"report: {write_report(run_dir, output, trainings)}  (open it in a browser)"] if report else []
     card = write_card(run_dir)
     lines.append(f"dataset card: {card}" if card else
