@@ -107,7 +107,8 @@ class RayExecutor(Executor):
     """Ray tasks on a Ray cluster: `address` as `ray.init` takes it (None: $RAY_ADDRESS, else the cluster `ray
     start` started on this machine, else a Ray instance started for this run; "local": always the last), at most
     `workers` in flight (None: the cluster's CPUs at each pass), each retried up to `max_retries` times when its
-    worker or node dies."""
+    worker or node dies. Where this process is already connected to Ray, that connection is used as it is (the
+    address is not looked at) and left open by close()."""
 
     name = "ray"
 
@@ -161,7 +162,10 @@ class RayExecutor(Executor):
         """Stop the progress actor; disconnect from Ray (stopping the instance) only if this executor started it."""
         ray = import_ray()
         if self._counter is not None and ray.is_initialized():
-            ray.kill(self._counter)
+            try:
+                ray.kill(self._counter)
+            except Exception:  # the cluster is gone: the counter with it; never hide why the run stopped
+                pass
             self._counter = None
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
