@@ -53,7 +53,7 @@ svg.plan text { fill: #111; } svg.plan .plan-edge { stroke: #444; stroke-width: 
 .plan-output { fill: #f3f3f3; stroke: #555; } svg.defs { position: absolute; }
 @media print { body { max-width: none; padding: 0; font-size: 11px; } nav { display: none; }
   pre.block { white-space: pre-wrap; }
-  h2 { break-after: avoid; } details > summary { display: none; } details { display: block; } }
+  h2 { break-after: avoid; } }
 """
 # The page may load nothing at all: styles are inline and there is no script, image or font to fetch.
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
