@@ -8,7 +8,6 @@ run's read-only views); the sections that need more room live in report_sections
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from refinery.pipelines.commands.card import write_card
 from refinery.pipelines.commands.charts import Bar, fmt_bytes
 from refinery.pipelines.commands.report_sections import (
     duplicates_section,
+    esc,
     figure,
     plan_section,
     recipe_section,
@@ -61,10 +61,6 @@ SECTIONS = ("funnel", "removed", "signals", "languages", "sources", "duplicates"
             "recipe")
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value))
-
-
 def _header(facts: RunFacts) -> str:
     read, final = facts.read, facts.final
     removed = sum(s.removed for s in facts.stages)
@@ -81,15 +77,15 @@ def _header(facts: RunFacts) -> str:
     if tokens:
         tiles.append((f"{tokens:,}", "tokens in shards"))
     manifest = facts.manifest
-    meta = (f"recipe <code>{_e(manifest.get('recipe_file', ''))}</code> · output <code>{_e(facts.layout.root)}</code>"
-            f" · Refinery {_e(manifest['versions']['refinery'])} · executor {_e(manifest.get('executor', 'local'))} · "
-            f"fingerprint <code>{_e(manifest['fingerprint'][:16])}</code>")
+    meta = (f"recipe <code>{esc(manifest.get('recipe_file', ''))}</code> · output "
+            f"<code>{esc(facts.layout.root)}</code> · Refinery {esc(manifest['versions']['refinery'])} · executor "
+            f"{esc(manifest.get('executor', 'local'))} · fingerprint <code>{esc(manifest['fingerprint'][:16])}</code>")
     ok = read.docs_in == final.kept + removed + read.quarantined
     check = ("read = kept + removed + quarantined: the counts reconcile." if ok else
              "<b>The counts do NOT reconcile (read ≠ kept + removed + quarantined): please report this.</b>")
     nav = " ".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS)
-    return (f"<header><h1>{_e(manifest['name'])} — run report</h1><p class=\"lead\">{lead}</p>"
-            '<div class="tiles">' + "".join(f"<div class=\"tile\"><b>{v}</b><span>{_e(k)}</span></div>"
+    return (f"<header><h1>{esc(manifest['name'])} — run report</h1><p class=\"lead\">{lead}</p>"
+            '<div class="tiles">' + "".join(f"<div class=\"tile\"><b>{v}</b><span>{esc(k)}</span></div>"
                                             for v, k in tiles)
             + f'</div><p class="muted">{meta}<br>{check}</p><nav>{nav}</nav></header>')
 
@@ -132,7 +128,7 @@ def _removed(facts: RunFacts) -> str:
             examples = facts.quarantine_examples(reason) if quarantined else facts.removed_examples(s.key, reason)
             items = "".join(_example(row, quarantined) for row in examples)
             anchor = slug(f"reason-{s.key}-{reason}")
-            blocks.append(f'<h3 id="{anchor}">{_e(s.key)} · {_e(reason)} <span class="muted">({count:,} '
+            blocks.append(f'<h3 id="{anchor}">{esc(s.key)} · {esc(reason)} <span class="muted">({count:,} '
                           f"{'records' if quarantined else 'documents'})</span></h3>{items}")
     if not rows:
         return '<section id="removed"><h2>Removed and quarantined</h2><p>Nothing was removed or quarantined.</p>' \
@@ -152,13 +148,13 @@ def _excerpt(text: str, lines: int = 6) -> str:
 
 def _example(row: dict, quarantined: bool) -> str:
     if quarantined:
-        where = f"{_e(row['file'])} at {row['position']:,} · {_e(row['reason'])}"
-        return f'<div class="example"><code>{_e(row["id"])}</code> <span class="muted">{where}</span>' \
-               f"<pre>{_e(_excerpt(row['raw']))}</pre></div>"
-    duplicate = f" · duplicate of <code>{_e(row['duplicate_of'])}</code>" if row.get("duplicate_of") else ""
-    detail = f" · {_e(row['reason'])}" if ":" in row["reason"] else ""
-    return (f'<div class="example"><code>{_e(row["id"])}</code> <span class="muted">{_e(row["source"])}{detail}'
-            f"{duplicate}</span><pre>{_e(_excerpt(row['text']))}</pre></div>")
+        where = f"{esc(row['file'])} at {row['position']:,} · {esc(row['reason'])}"
+        return f'<div class="example"><code>{esc(row["id"])}</code> <span class="muted">{where}</span>' \
+               f"<pre>{esc(_excerpt(row['raw']))}</pre></div>"
+    duplicate = f" · duplicate of <code>{esc(row['duplicate_of'])}</code>" if row.get("duplicate_of") else ""
+    detail = f" · {esc(row['reason'])}" if ":" in row["reason"] else ""
+    return (f'<div class="example"><code>{esc(row["id"])}</code> <span class="muted">{esc(row["source"])}{detail}'
+            f"{duplicate}</span><pre>{esc(_excerpt(row['text']))}</pre></div>")
 
 
 def _signals(facts: RunFacts) -> str:
@@ -174,8 +170,8 @@ def _signals(facts: RunFacts) -> str:
         svg = charts.histogram(hist.edges, series, label, hist.thresholds, clipped=hist.clipped)
         passed, removed = sum(hist.passed), sum(hist.removed)
         limits = "; ".join(text for _, text in hist.thresholds) or "no threshold"
-        caption = (f"<b>{_e(column)}</b>: {passed:,} passed, {removed:,} removed by "
-                   f"{_e(stage.key) if stage else 'any stage'}; {_e(limits)}"
+        caption = (f"<b>{esc(column)}</b>: {passed:,} passed, {removed:,} removed by "
+                   f"{esc(stage.key) if stage else 'any stage'}; {esc(limits)}"
                    + (f"; {hist.missing:,} without a value" if hist.missing else ""))
         groups.setdefault(owner, []).append(figure(svg, caption, f"signal-{column}"))
     legend = charts.legend([("kept", "passed the stage (kept, or removed by a later stage)"),
@@ -185,7 +181,7 @@ def _signals(facts: RunFacts) -> str:
             "`overrides`, apply to those rows). A row is removed by the first rule it fails, so some removed rows lie "
             "inside a threshold they did not fail. The text-length chart compares kept documents with every removed "
             "one.")
-    body = "".join(f"<h3>{_e(owner)}</h3><div class=\"grid\">{''.join(figs)}</div>" for owner, figs in groups.items())
+    body = "".join(f"<h3>{esc(owner)}</h3><div class=\"grid\">{''.join(figs)}</div>" for owner, figs in groups.items())
     return f'<section id="signals"><h2>Signals against thresholds</h2>{legend}<p class="muted">{note}</p>{body}' \
            "</section>"
 
@@ -225,7 +221,7 @@ def render(facts: RunFacts, trainings: Sequence[str | Path] = ()) -> str:
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(facts.manifest['name'])} — Refinery run report</title>"
+            f"<title>{esc(facts.manifest['name'])} — Refinery run report</title>"
             f"<style>{CSS}{charts.CSS}</style></head><body>{charts.PATTERNS}{''.join(body)}{footer}</body></html>\n")
 
 

@@ -17,8 +17,10 @@ from refinery.pipelines.commands.run_facts import RunFacts, Training, recipe_yam
 DEDUP_STAGES = ("exact_dedup", "minhash_dedup", "paragraph_dedup")
 
 
-def _e(value: object) -> str:
+def esc(value: object) -> str:
+    """Any value as HTML text."""
     return html.escape(str(value))
+
 
 
 def _n(value: float) -> str:
@@ -29,8 +31,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], numeric: Seq
     """An HTML table; columns whose index is in `numeric` are right-aligned (ints get thousands separators)."""
     def cell(i: int, value: object, tag: str = "td") -> str:
         if i not in numeric:
-            return f"<{tag}>{_e(value)}</{tag}>"
-        shown = _n(value) if isinstance(value, int | float) and tag == "td" else _e(value)
+            return f"<{tag}>{esc(value)}</{tag}>"
+        shown = _n(value) if isinstance(value, int | float) and tag == "td" else esc(value)
         return f'<{tag} class="n">{shown}</{tag}>'
 
     head = "".join(cell(i, h, "th") for i, h in enumerate(headers))
@@ -40,7 +42,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], numeric: Seq
 
 def figure(svg: str, caption: str, name: str) -> str:
     """A chart with its caption; `data-chart` names it (the browser test checks each one is drawn, not blank)."""
-    return f'<figure data-chart="{_e(name)}">{svg}<figcaption>{caption}</figcaption></figure>'
+    return f'<figure data-chart="{esc(name)}">{svg}<figcaption>{caption}</figcaption></figure>'
 
 
 def duplicates_section(facts: RunFacts) -> str:
@@ -77,7 +79,7 @@ def tokens_section(facts: RunFacts) -> str:
     config = next((facts.configs[s.key] for s in facts.stages if s.name == "tokenize"), {})
     origin = "trained on this run" if config.get("tokenizer", "train") == "train" else f"from {config['tokenizer']}"
     about = (f"{tokenizer['type']} tokenizer, vocabulary {tokenizer['vocab_size']:,} tokens ({origin}; "
-             f"<code>{_e(tokenizer['path'])}</code>)" if tokenizer else
+             f"<code>{esc(tokenizer['path'])}</code>)" if tokenizer else
              f"vocabulary {splits[0]['vocab_size']:,} tokens")
     split_rows = [(s["split"], s["documents"], s["tokens"], len(s["shards"]), s["dtype"], s["vocab_size"],
                    "yes" if s.get("has_mask") else "no") for s in splits]
@@ -117,7 +119,7 @@ def training_section(trainings: Sequence[Training]) -> str:
                            "loss (nats per token)", hlines)
         legend = charts.legend([("l-train", "training loss"), ("l-val", "validation loss"),
                                 ("l-base", "unigram baseline (the data's token entropy)")])
-        parts.append(f"<h3><code>{_e(run.folder)}</code></h3>{legend}"
+        parts.append(f"<h3><code>{esc(run.folder)}</code></h3>{legend}"
                      + figure(svg, "Loss per step; the dotted line is the loss of a model that ignores context.",
                                f"training-{run.folder.name}")
                      + table(["measure", "value"], _metrics(run)))
@@ -150,17 +152,17 @@ def plan_section(plan: plan_view.Plan) -> str:
             + figure(plan_view.to_svg(plan), "The engine's passes over the data: map stages fuse into one streaming "
                       "pass; every global stage ends a pass at a barrier (collect → finish → apply); producers "
                       "(tokenizer, shards) collect and finish, keeping every document.", "plan")
-            + f'<pre class="block">{_e(plan_view.to_text(plan))}</pre>'
+            + f'<pre class="block">{esc(plan_view.to_text(plan))}</pre>'
             + "<details><summary>Mermaid source (paste into a GitHub comment or README to draw it there)</summary>"
-            + f'<pre class="block">```mermaid\n{_e(plan_view.to_mermaid(plan))}```</pre></details></section>')
+            + f'<pre class="block">```mermaid\n{esc(plan_view.to_mermaid(plan))}```</pre></details></section>')
 
 
 def recipe_section(manifest: dict[str, Any]) -> str:
     recipe = recipe_yaml(manifest)
-    configs = "".join(f"<h3>{_e(s['key'])} <span class=\"muted\">({_e(s['name'])})</span></h3>"
-                      f'<pre class="block">{_e(yaml.safe_dump(s["config"], sort_keys=False, allow_unicode=True))}</pre>'
+    configs = "".join(f"<h3>{esc(s['key'])} <span class=\"muted\">({esc(s['name'])})</span></h3><pre class=\"block\">"
+                      f"{esc(yaml.safe_dump(s['config'], sort_keys=False, allow_unicode=True))}</pre>"
                       for s in manifest["stages"])
     return (f'<section id="recipe"><h2>Recipe</h2><p>As run (from manifest.json); the file was '
-            f"<code>{_e(manifest.get('recipe_file', ''))}</code>.</p><pre class=\"block\">{_e(recipe)}</pre>"
+            f"<code>{esc(manifest.get('recipe_file', ''))}</code>.</p><pre class=\"block\">{esc(recipe)}</pre>"
             "<details><summary>Every stage's configuration, defaults included</summary>"
             f"{configs}</details></section>")
