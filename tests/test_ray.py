@@ -337,6 +337,17 @@ def test_a_worker_that_cannot_load_the_task_says_what_the_nodes_need(cluster, ra
         list(ray_executor.map(task, [1, 2], lambda n: None, lambda job: f"job {job}"))
 
 
+def test_a_node_that_does_not_see_the_run_folder_says_so(cluster, ray_executor, tmp_path):
+    from types import SimpleNamespace
+
+    from refinery.pipelines.engine.segments import run_task
+
+    # What a task meets on a node without the shared storage: a run folder that is not there (no manifest).
+    job = SimpleNamespace(run_dir=str(tmp_path / "not-mounted"), segment=0, task_index=0)
+    with pytest.raises(TaskFailed, match=r"FileNotFoundError: node .* does not see the run folder .*not-mounted.*NFS"):
+        list(ray_executor.map(run_task, [job], lambda n: None, lambda job: "task 0"))
+
+
 def test_close_leaves_a_connection_it_did_not_open(cluster, ray_executor):
     import ray
 
