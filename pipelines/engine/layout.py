@@ -82,9 +82,10 @@ class RunLayout:
         return self.root / LOCK_NAME
 
     def entries(self) -> list[Path]:
-        """Everything a run writes at the top of its folder (a user's own files beside them are not ours)."""
+        """Everything a run writes at the top of its folder (a user's own files beside them are not ours). The
+        dataset card is left out: a user may have edited it, and the next run rewrites only a card of ours."""
         return [self.manifest, self.data, self.root / "removed", self.quarantine, self.stats, self.tokens.root,
-                self.work]
+                self.work, self.report]
 
     def is_run(self) -> bool:
         return self.manifest.is_file()
