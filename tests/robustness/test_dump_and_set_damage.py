@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import Damage, check
 from .counting import array_elements, inflate_prefix, whole_pages
+from .harness import Damage, check, flip
 
 
 @dataclass
@@ -43,10 +43,6 @@ def material(data_dir: Path, garbage: bytes) -> Material:
     alpaca = json.loads((data_dir / "instructions/alpaca_en_demo.json").read_bytes())[:50]
     sharegpt = json.loads((data_dir / "instructions/sharegpt_dummy_conversation.json").read_bytes())[:40]
     return Material(xml, pages, streams, alpaca, sharegpt, garbage)
-
-
-def _flip(data: bytes, at: int, size: int = 8) -> bytes:
-    return data[:at] + bytes(b ^ 0xFF for b in data[at : at + size]) + data[at + size :]
 
 
 def _documents(xml: bytes) -> int:
@@ -109,7 +105,7 @@ KINDS: dict[str, Callable[[Material], Damage]] = {
     "wiki_bz2_trailing_garbage": lambda m: _dump("damaged.xml.bz2", b"".join(m.streams) + m.garbage, m.xml,
                                                  ["corrupt_bz2"]),
     "wiki_bz2_corrupt_stream": lambda m: _dump(
-        "damaged.xml.bz2", m.streams[0] + _flip(m.streams[1], 100) + m.streams[2],
+        "damaged.xml.bz2", m.streams[0] + flip(m.streams[1], 100) + m.streams[2],
         bz2.decompress(m.streams[0]) + bz2.decompress(m.streams[2]), ["corrupt_bz2"]),
     "wiki_bz2_single_stream_cut": lambda m: _cut_stream(m, "bz2", bz2.compress(m.xml)),
     "wiki_bz2_zero_length": lambda m: Damage("damaged.xml.bz2", b"", 0, ["truncated_stream"]),

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from .conftest import Damage, check
 from .counting import inflate_prefix, json_lines, unusable_lines, whole_lines
+from .harness import Damage, check, flip
 
 
 @dataclass
@@ -38,10 +38,6 @@ def material(data_dir: Path, garbage: bytes) -> Material:
     return Material(lines, [gzip.compress(g, mtime=0) for g in groups],
                     [zstandard.ZstdCompressor().compress(g) for g in groups],
                     (data_dir / "text/cc_en_head-0091.jsonl.gz").read_bytes(), verses, garbage)
-
-
-def _flip(data: bytes, at: int, size: int = 8) -> bytes:
-    return data[:at] + bytes(b ^ 0xFF for b in data[at : at + size]) + data[at + size :]
 
 
 def _edit(material: Material, index: int, line: bytes, reason: str | None) -> Damage:
@@ -112,9 +108,9 @@ KINDS: dict[str, Callable[[Material], Damage]] = {
     "jsonl_no_final_newline": lambda m: Damage("damaged.jsonl", b"".join(m.lines).rstrip(b"\n"), 60, []),
     "jsonl_empty_file": lambda m: Damage("damaged.jsonl", b"", 0, []),
     # gzip: a damaged member costs what follows its damage; reading resumes at the next member
-    "gz_flipped_bytes_in_a_member": lambda m: _damaged_piece(m, "gzip", lambda b: _flip(b, len(b) // 2),
+    "gz_flipped_bytes_in_a_member": lambda m: _damaged_piece(m, "gzip", lambda b: flip(b, len(b) // 2),
                                                              "corrupt_gzip"),
-    "gz_flipped_bytes_single_member": lambda m: _damaged_file("damaged.jsonl.gz", _flip(m.cc, len(m.cc) // 2), "gzip",
+    "gz_flipped_bytes_single_member": lambda m: _damaged_file("damaged.jsonl.gz", flip(m.cc, len(m.cc) // 2), "gzip",
                                                               "corrupt_gzip"),
     "gz_garbage_between_members": lambda m: Damage("damaged.jsonl.gz", m.gzip_members[0] + m.garbage
                                                    + b"".join(m.gzip_members[1:]), 60, ["corrupt_gzip"]),
@@ -132,7 +128,7 @@ KINDS: dict[str, Callable[[Material], Damage]] = {
                                                      60, []),
     # zstd: frames as gzip members
     "zst_garbage": lambda m: Damage("damaged.jsonl.zst", m.garbage, 0, ["corrupt_zstd"]),
-    "zst_corrupt_frame": lambda m: _damaged_piece(m, "zstd", lambda b: _flip(b, len(b) // 2), "corrupt_zstd"),
+    "zst_corrupt_frame": lambda m: _damaged_piece(m, "zstd", lambda b: flip(b, len(b) // 2), "corrupt_zstd"),
     "zst_garbage_between_frames": lambda m: Damage("damaged.jsonl.zst", m.zstd_frames[0] + m.garbage
                                                    + b"".join(m.zstd_frames[1:]), 60, ["corrupt_zstd"]),
     "zst_cut_to_20_bytes": lambda m: _cut("damaged.jsonl.zst", "zstd", [], m.zstd_frames[0][:20]),
@@ -143,7 +139,7 @@ KINDS: dict[str, Callable[[Material], Damage]] = {
     "bz2_trailing_garbage": lambda m: _bz2_text(m, _verse_streams(m), m.garbage, m.verses, "corrupt_bz2"),
     "bz2_cut_mid_stream": lambda m: _bz2_text(m, _verse_streams(m)[:1], _verse_streams(m)[1][:300],
                                               m.verses[:200], "truncated_stream"),
-    "bz2_corrupt_stream": lambda m: _bz2_text(m, [_verse_streams(m)[0], _flip(_verse_streams(m)[1], 400)],
+    "bz2_corrupt_stream": lambda m: _bz2_text(m, [_verse_streams(m)[0], flip(_verse_streams(m)[1], 400)],
                                               _verse_streams(m)[2], m.verses[:200] + m.verses[400:], "corrupt_bz2"),
 }
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import Damage, check
+from .harness import Damage, check
 
 ROWS, GROUP = 60, 15  # four row groups
 

@@ -20,8 +20,8 @@ import pytest
 
 from refinery.pipelines.commands import sql
 
-from .conftest import Damage, check, run_refinery
 from .counting import WarcRecord, framed_documents, gzip_members, inflate_prefix, warc_records
+from .harness import Damage, check, flip, run_refinery
 
 HIT = 6  # the response record the damage is done to (records 0-5: warcinfo, requests and two responses)
 
@@ -52,10 +52,6 @@ def crawl(data_dir: Path, garbage: bytes) -> Crawl:
                  .read_bytes(), example[:151] + example[151:] * 4, garbage)
 
 
-def _flip(data: bytes, at: int, size: int = 8) -> bytes:
-    return data[:at] + bytes(b ^ 0xFF for b in data[at : at + size]) + data[at + size :]
-
-
 def _plain(c: Crawl, edit: Callable[[bytes, WarcRecord], bytes], kept: int, reasons: list[str]) -> Damage:
     """The crawl decompressed, record HIT edited."""
     return Damage("damaged.warc", edit(c.plain, c.records[HIT]), kept, reasons)
@@ -73,7 +69,7 @@ def _gz_cut(c: Crawl, at: int, kept: int, reason: str) -> Damage:
 def _gz_flipped(c: Crawl) -> Damage:
     """The member of record HIT damaged: what zlib alone gets of it is the record cut short, then the damage."""
     start, end = c.members[HIT]
-    damaged = _flip(c.gz, (start + end) // 2)
+    damaged = flip(c.gz, (start + end) // 2)
     salvaged = inflate_prefix(damaged[start:end], "gzip")
     assert 0 < len(salvaged) < c.records[HIT].end - c.records[HIT].start  # the record is cut short
     return Damage("damaged.warc.gz", damaged, c.documents() - 1, ["truncated_record", "corrupt_gzip"])
@@ -148,7 +144,7 @@ KINDS: dict[str, Callable[[Crawl], Damage]] = {
     "warc_empty_file": lambda c: Damage("damaged.warc", b"", 0, []),
     # a WET file gzipped as one stream
     "wet_gz_cut_mid_stream": lambda c: _wet_damaged(c, c.wet[: len(c.wet) // 2], ["truncated_record"]),
-    "wet_gz_flipped_bytes": lambda c: _wet_damaged(c, _flip(c.wet, len(c.wet) // 2), ["corrupt_gzip"]),
+    "wet_gz_flipped_bytes": lambda c: _wet_damaged(c, flip(c.wet, len(c.wet) // 2), ["corrupt_gzip"]),
     "wet_gz_trailing_garbage": lambda c: Damage("damaged.warc.wet.gz", c.wet + c.garbage, 25, ["corrupt_gzip"]),
     # ARC: a version block and four responses
     "arc_archive_length_not_a_number": lambda c: Damage("damaged.arc", _arc_length(c, 2, b"15x1"), 3,
