@@ -1,4 +1,5 @@
-"""What every reader shares: the task a worker reads, the batch it yields, and record conversion."""
+"""What every reader shares: the task a worker reads, the batch it yields, record conversion, and decompression
+that passes over damage and says where it was."""
 
 from __future__ import annotations
 
@@ -271,6 +272,8 @@ def decompressed(path: str | Path, start: int = 0) -> Iterator[bytes | StreamBre
     with open(path, "rb") as file:
         codec = _codec_of(path, file.read(16))
         if codec is not None:
+            if start:
+                raise ValueError(f"{path} is {codec.name}-compressed: it is read from its start, as one task")
             file.seek(0)
             yield from _members(file, codec)
             return
