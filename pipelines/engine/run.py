@@ -292,6 +292,7 @@ def _run(
             part.unlink()
     manifest["status"] = "complete"
     write_json(layout.manifest, manifest)
+    layout.remove_temp_files()  # what attempts killed mid-task (a lost node, a retry) left: never a real name
     final_key = loaded.stages[-1].key if loaded.stages else "read"
     return RunSummary(
         run_dir=layout.root,

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.corpora.atomic import AtomicParquetWriter, write_json
+from refinery.corpora.atomic import AtomicParquetWriter, read_json, write_json
 from refinery.corpora.readers import ReadBatch, ReadTask, read_task
 from refinery.corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 from refinery.pipelines.engine.layout import RunLayout, part_name
@@ -246,6 +246,11 @@ def _clear_task_outputs(layout: RunLayout, segment: Segment, task_index: int) ->
 def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     """Run one task of one segment; `report(n)` is called with the number of records read per batch."""
     layout = RunLayout(job.run_dir)
+    marker_path = layout.segment_done(job.segment, job.task_index)
+    if marker_path.is_file():
+        # A retry of an attempt that completed, whose worker died before the executor had its result: the
+        # outputs are whole, and clearing them now could leave a marker without its files if the driver died too.
+        return read_json(marker_path)
     segment = plan_segments(job.stages)[job.segment]
     _clear_task_outputs(layout, segment, job.task_index)
     chain = _Chain(segment, job, layout)
@@ -286,5 +291,5 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     # The worker's peak memory so far (Linux reports KiB): benchmarks read it to show memory stays flat.
     peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     marker = {"task": job.task_index, "kept": rows_out, "stats": stats, "worker_peak_rss_mb": peak_rss_mb}
-    write_json(layout.segment_done(job.segment, job.task_index), marker)
+    write_json(marker_path, marker)
     return marker

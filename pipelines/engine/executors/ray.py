@@ -80,21 +80,17 @@ class _Counter:
 
 
 def _attempt(fn: TaskFn, job: Any, counter: Any) -> Any:
-    """One attempt of one task, in a Ray worker process (see the module docstring for points 2–4)."""
+    """One attempt of one task, in a Ray worker process (see the module docstring for points 2–4; a retry of an
+    attempt that completed returns its done-marker: run_task does that for every executor)."""
     ray = import_ray()
     run_dir = getattr(job, "run_dir", None)  # a TaskJob; other jobs (tests of the contract) carry none
     if run_dir is not None:
-        from refinery.corpora.atomic import read_json
         from refinery.pipelines.engine.layout import RunLayout
 
-        layout = RunLayout(run_dir)
-        if not layout.manifest.is_file():
+        if not RunLayout(run_dir).manifest.is_file():
             node = ray.get_runtime_context().get_node_id()
             raise FileNotFoundError(f"node {socket.gethostname()} (Ray node {node[:12]}) does not see the run folder "
                                     f"{run_dir}: {SHARED_STORAGE}")
-        marker = layout.segment_done(job.segment, job.task_index)
-        if marker.is_file():  # an earlier attempt completed and its node died before Ray had the result
-            return read_json(marker)
     sent: list[Any] = []
     result = fn(job, lambda n: sent.append(counter.add.remote(n)))
     if sent:  # errors (a lost counter) are not the task's: wait, never get
