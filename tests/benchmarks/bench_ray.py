@@ -31,26 +31,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench_identity import MAKE_DOCS, build_inputs  # the same inputs as the identity benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
-MAKE_DOCS = SHARED / "bench" / "make_bench_docs.py"
 TOKENIZER = SHARED / "data" / "tokenizers" / "gpt-neo-test-tokenizer.json"
-
-
-def build_input(work: Path, scale: int) -> tuple[Path, int]:
-    """The benchmark JSONL (rebuilt only when missing); returns (path, documents)."""
-    source = work / "source" / "docs.jsonl"
-    if not source.exists():
-        source.parent.mkdir(parents=True, exist_ok=True)
-        print(f"building {source} with {MAKE_DOCS} ...", flush=True)
-        subprocess.run([sys.executable, str(MAKE_DOCS), str(source)], check=True, stdout=subprocess.DEVNULL)
-    lines = source.read_bytes().splitlines(keepends=True)
-    path = work / f"docs-x{scale}.jsonl"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(b"".join(lines) * scale)
-        tmp.replace(path)
-    return path, len(lines) * scale
 
 
 def write_recipe(path: Path, work: Path, task_size: str, name: str) -> Path:
@@ -100,7 +85,7 @@ def main() -> int:
                         help="folder for the input and the runs (default out/bench/ray, git-ignored)")
     args = parser.parse_args()
 
-    path, docs = build_input(args.work, args.scale)
+    (path,), _, docs = build_inputs(args.work, args.scale, 1, MAKE_DOCS)
     names = ["local", "ray", "ray-address", "start-stop"]
     recipes = {name: write_recipe(path, args.work, args.task_size, name) for name in names[:3]}
     print(f"input: {path} ({path.stat().st_size / 1e6:.1f} MB, {docs:,} docs); workers {args.workers}; "
