@@ -7,9 +7,7 @@ carries `@register`; nothing else needs editing. `plan_input` expands one recipe
 
 from __future__ import annotations
 
-import glob
 import importlib
-import os
 import pkgutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -27,6 +25,7 @@ from refinery.corpora.readers.base import (
     ReaderOptions,
     ReadTask,
 )
+from refinery.corpora.storage import expand
 
 READERS: dict[str, type[Reader]] = {}
 
@@ -122,17 +121,9 @@ def default_source(path: str | Path) -> str:
 
 
 def expand_paths(pattern: str, base_dir: Path) -> list[str]:
-    """The files a path or glob names (relative to base_dir), sorted so task order is stable."""
-    full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
-    if glob.has_magic(full):
-        matches = sorted(p for p in glob.glob(full, recursive=True)
-                         if os.path.isfile(p) or any(r.claims(p) for r in READERS.values()))
-        if not matches:
-            raise InputError(f"no file matches '{pattern}' (looked in {base_dir})")
-        return matches
-    if not os.path.exists(full):
-        raise InputError(f"input '{pattern}' does not exist (looked for {full})")
-    return [full]
+    """The files a path, URL or glob names (a plain path relative to base_dir), sorted so task order is stable;
+    a folder counts where a reader claims it (a `datasets` folder)."""
+    return expand(pattern, base_dir, lambda path: any(r.claims(path) for r in READERS.values()))
 
 
 def plan_input(

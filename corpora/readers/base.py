@@ -17,13 +17,11 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field
 
 from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, encode_meta, position_id, quarantine_table
+from refinery.corpora.storage import InputError as InputError  # re-exported: the readers import it from here
+from refinery.corpora.storage import open_input, read_prefix
 
 # Documents per yielded batch: big enough for vectorised stages, small enough to stream.
 DEFAULT_BATCH_ROWS = 4096
-
-
-class InputError(ValueError):
-    """An input cannot be read at all (not one bad record: the whole file or its configuration)."""
 
 
 class ReaderOptions(BaseModel):
@@ -171,8 +169,8 @@ def _codec_of(path: str | Path, head: bytes) -> _Codec | None:
 
 def is_compressed(path: str | Path) -> bool:
     """True for a file read through a decompressor (one task: a compressed stream cannot be entered mid-way)."""
-    with open(path, "rb") as file:
-        return _codec_of(path, file.read(16)) is not None
+    # The name first: a remote file's first bytes cost a request.
+    return _codec_of(path, b"") is not None or _codec_of(path, read_prefix(path, 16)) is not None
 
 
 def _next_member(file: BinaryIO, start: int, codec: _Codec) -> int:
@@ -269,8 +267,9 @@ def decompressed(path: str | Path, start: int = 0) -> Iterator[bytes | StreamBre
     """The bytes of a file, decompressed (gzip, zstd, bz2) as its name or else its first bytes say, in chunks, with
     a StreamBreak wherever a compressed stream is damaged (reading goes on after it where it can). A plain file
     may be read from byte `start` on; a compressed one is always read from its beginning."""
-    with open(path, "rb") as file:
-        codec = _codec_of(path, file.read(16))
+    with open_input(path) as file:  # a plain path is opened by `open`, a URL through fsspec (corpora.storage)
+        # From byte `start` on, the head is asked for apart: a remote file's read-ahead block from 0 would be wasted.
+        codec = _codec_of(path, read_prefix(path, 16) if start else file.read(16))
         if codec is not None:
             if start:
                 raise ValueError(f"{path} is {codec.name}-compressed: it is read from its start, as one task")

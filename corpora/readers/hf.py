@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from refinery.corpora import storage
 from refinery.corpora.readers import register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
@@ -25,14 +26,18 @@ class HfOptions(FieldOptions):
 
 
 def _load(path: str, split: str | None):
+    local = storage.local_path(path)
+    if local is None:  # `datasets` reads its folders through its own code, which storage does not reach
+        raise InputError(f"{path}: format hf reads a local `save_to_disk` folder or .arrow file, not one on object "
+                         "storage; copy it to a local or shared disk, or write it as Parquet and read that URL")
     try:
         import datasets
     except ImportError:
         raise InputError(f"{path} is a Hugging Face `datasets` folder: reading it needs `pip install datasets`"
                          ) from None
-    if str(path).endswith(".arrow"):
-        return datasets.Dataset.from_file(str(path))
-    loaded = datasets.load_from_disk(str(path))
+    if local.endswith(".arrow"):
+        return datasets.Dataset.from_file(local)
+    loaded = datasets.load_from_disk(local)
     if isinstance(loaded, datasets.DatasetDict):
         names = list(loaded.keys())
         chosen = split or ("train" if "train" in loaded else None)
@@ -53,8 +58,10 @@ class HfReader(Reader):
     @classmethod
     def claims(cls, path: str | Path) -> bool:
         """A folder written by `save_to_disk`, whatever its name."""
-        path = Path(path)
-        return path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json"))
+        local = storage.local_path(path)  # a remote folder is not read by this reader (see _load)
+        folder = Path(local or "")
+        return local is not None and folder.is_dir() and any(
+            (folder / name).exists() for name in ("state.json", "dataset_dict.json"))
 
     def plan(self, path: str, task_size: int, options: HfOptions) -> list[tuple[int, int | None]]:
         dataset = _load(path, options.split)

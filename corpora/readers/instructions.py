@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
 
+from refinery.corpora import storage
 from refinery.corpora.conversations import (
     NORMALISERS,
     NotAConversation,
@@ -308,7 +308,7 @@ class InstructionsReader(Reader):
         format_name = self.format_of(path)
         if _is_flat_export(path, format_name) or is_compressed(path) or _is_json_array(path):
             return [(0, None)]
-        return byte_ranges(os.path.getsize(path), task_size)
+        return byte_ranges(storage.size(path), task_size)
 
     def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
         format_name = self.format_of(task.path)

@@ -9,12 +9,12 @@ and every quarantine reason are exactly those of the `json` reader.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 
+from refinery.corpora import storage
 from refinery.corpora.readers import register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
@@ -96,7 +96,7 @@ class JsonlReader(Reader):
         # A compressed stream cannot be entered in the middle, so it is one task.
         if is_compressed(path):
             return [(0, None)]
-        return byte_ranges(os.path.getsize(path), task_size)
+        return byte_ranges(storage.size(path), task_size)
 
     def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
         builder = RecordBuilder(task)

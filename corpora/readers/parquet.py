@@ -8,10 +8,12 @@ quarantined from its first unread row on, while the rows before it and the other
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refinery.corpora import storage
 from refinery.corpora.readers import register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
@@ -30,19 +32,28 @@ _DAMAGE = (OSError, pa.ArrowException)
 _MAGIC = b"PAR1"
 
 
-def _open(path: str) -> pq.ParquetFile | str:
-    """The file opened, or what is wrong with it (the reason it is quarantined)."""
-    try:
-        return pq.ParquetFile(path)
-    except _DAMAGE as err:
-        with open(path, "rb") as file:
-            head = file.read(len(_MAGIC))
-            size = file.seek(0, 2)
-        if size == 0:
-            return "not_parquet: the file is empty (0 bytes)"
-        if head != _MAGIC:
-            return f"not_parquet: the file ({size} bytes) does not start with Parquet's magic bytes PAR1"
-        return f"corrupt_parquet: the footer of the {size}-byte file does not read ({err})"
+@contextmanager
+def _opened(path: str) -> Iterator[pq.ParquetFile | str]:
+    """The file opened, or what is wrong with it (the reason it is quarantined). pyarrow opens a local file itself
+    (natively, faster than through a Python file object); a remote one is handed to it as a file from storage."""
+    local = storage.local_path(path)
+    with nullcontext(local) if local is not None else storage.open_input(path) as source:
+        try:
+            parquet = pq.ParquetFile(source)
+        except _DAMAGE as err:
+            yield _damage(path, err)
+        else:
+            yield parquet
+
+
+def _damage(path: str, err: Exception) -> str:
+    """Why pyarrow could not open the file: the reason it is quarantined with."""
+    size = storage.size(path)
+    if size == 0:
+        return "not_parquet: the file is empty (0 bytes)"
+    if storage.read_prefix(path, len(_MAGIC)) != _MAGIC:
+        return f"not_parquet: the file ({size} bytes) does not start with Parquet's magic bytes PAR1"
+    return f"corrupt_parquet: the footer of the {size}-byte file does not read ({err})"
 
 
 @register
@@ -56,10 +67,10 @@ class ParquetReader(Reader):
     def plan(self, path: str, task_size: int, options: FieldOptions) -> list[tuple[int, int | None]]:
         """Group consecutive row groups into tasks of about task_size (uncompressed) bytes; a file whose footer
         does not read is one task, which quarantines it."""
-        parquet = _open(path)
-        if isinstance(parquet, str):
-            return [(0, None)]
-        metadata = parquet.metadata
+        with _opened(path) as parquet:
+            if isinstance(parquet, str):
+                return [(0, None)]
+            metadata = parquet.metadata
         ranges: list[tuple[int, int | None]] = []
         first, size = 0, 0
         for index in range(metadata.num_row_groups):
@@ -73,17 +84,16 @@ class ParquetReader(Reader):
 
     def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
         builder = RecordBuilder(task)
-        parquet = _open(task.path)
-        if isinstance(parquet, str):
-            with open(task.path, "rb") as file:
-                builder.quarantine(0, parquet, file.read(MAX_RAW))
-            yield builder.flush()
-            return
-        metadata = parquet.metadata
-        end = metadata.num_row_groups if task.end is None else task.end
-        first = sum(metadata.row_group(i).num_rows for i in range(task.start))
-        yield from add_rows(builder, _row_groups(parquet, task.path, range(task.start, end), first, builder,
-                                                 batch_rows))
+        with _opened(task.path) as parquet:
+            if isinstance(parquet, str):
+                builder.quarantine(0, parquet, storage.read_prefix(task.path, MAX_RAW))
+                yield builder.flush()
+                return
+            metadata = parquet.metadata
+            end = metadata.num_row_groups if task.end is None else task.end
+            first = sum(metadata.row_group(i).num_rows for i in range(task.start))
+            yield from add_rows(builder, _row_groups(parquet, task.path, range(task.start, end), first, builder,
+                                                     batch_rows))
 
 
 def _row_groups(parquet: pq.ParquetFile, path: str, groups: range, first: int, builder: RecordBuilder,
@@ -111,6 +121,6 @@ def _row_group_bytes(parquet: pq.ParquetFile, path: str, group: int) -> bytes:
     starts = [c.dictionary_page_offset if c.has_dictionary_page and c.dictionary_page_offset else c.data_page_offset
               for c in columns]
     start, end = min(starts), max(s + c.total_compressed_size for s, c in zip(starts, columns))
-    with open(path, "rb") as file:
+    with storage.open_input(path) as file:
         file.seek(start)
         return file.read(min(end - start, MAX_RAW))

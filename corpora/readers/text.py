@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import Field
 
+from refinery.corpora import storage
 from refinery.corpora.readers import register
 from refinery.corpora.readers.base import (
     DEFAULT_BATCH_ROWS,
@@ -65,7 +65,7 @@ class TextReader(Reader):
         # Only line units can start mid-file; files and paragraphs are read whole.
         if options.unit != "line" or is_compressed(path):
             return [(0, None)]
-        return byte_ranges(os.path.getsize(path), task_size)
+        return byte_ranges(storage.size(path), task_size)
 
     def read(self, task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
         unit = self.options_of(task).unit

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from refinery.corpora import storage
 from refinery.corpora.atomic import read_json, write_json
 from refinery.corpora.readers import InputError, ReadTask, document_schema
 from refinery.pipelines.engine.executors import Executor, create_executor
@@ -67,11 +67,12 @@ def _versions() -> dict[str, str]:
 
 
 def _input_fingerprints(tasks: list[ReadTask]) -> list[dict[str, Any]]:
+    """Each input file once, as written (a URL stays a URL), with what tells a changed file: size and mtime, or
+    for an object on a store its size and ETag (or the store's own version)."""
     seen: dict[str, dict[str, Any]] = {}
     for task in tasks:
         if task.path not in seen:
-            stat = os.stat(task.path)
-            seen[task.path] = {"path": task.path, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            seen[task.path] = {"path": task.path, **storage.fingerprint(task.path)}
     return list(seen.values())
 
 
@@ -252,7 +253,9 @@ def _check_output(layout: RunLayout, loaded: LoadedRecipe, tasks: list[ReadTask]
     root = layout.root.resolve()
     recipe = Path(loaded.source_file)
     owned = [("the recipe", recipe)] if recipe.is_file() else []
-    for what, path in owned + [("the input", Path(task.path)) for task in tasks]:
+    # A remote input can never lie inside a local output folder; a file:// one is checked as its local path.
+    on_disk = [storage.local_path(path) for path in dict.fromkeys(task.path for task in tasks)]
+    for what, path in owned + [("the input", Path(local)) for local in on_disk if local is not None]:
         if path.resolve().is_relative_to(root):
             raise RunError(f"output {layout.root} contains {what} {path}: a run writes (and --force deletes) "
                            "inside its output folder; set `output:` to a folder of its own, e.g. out/<name>")
