@@ -32,7 +32,7 @@ _SETTINGS = {
           "store, AWS_REGION; FSSPEC_S3_ANON=true for a public bucket",
     "gs": "GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`); FSSPEC_GCS_TOKEN=anon "
           "for a public bucket",
-    "hf": "HF_TOKEN for a private or gated repository, HF_ENDPOINT for a mirror, and the network",
+    "hf": "HF_TOKEN for a private or gated repository, HF_ENDPOINT for a mirror",
 }
 _SETTINGS |= {"s3a": _SETTINGS["s3"], "gcs": _SETTINGS["gs"]}
 # Where a store keeps an object's version, in order of preference: a new upload changes it.
@@ -132,12 +132,12 @@ def _expand_remote(url: str) -> list[str]:
             try:
                 info = fs.info(inner)
             except FileNotFoundError:
-                raise InputError(_missing(fs, url, inner, f"input {url} does not exist")) from None
+                raise InputError(_missing(fs, url, _folder(inner), f"input {url} does not exist")) from None
             if info["type"] != "file":
                 raise InputError(f"input {url} is a folder (a prefix), not a file: name its files with a glob, "
                                  f"e.g. {url.rstrip('/')}/*.jsonl.gz")
             return [url]
-        root = inner[: re.search(r"[*?[]", inner).start()].rpartition("/")[0]
+        root = _folder(inner[: re.search(r"[*?[]", inner).start()])
         # Listings are cached per filesystem: list afresh, so a rerun sees objects added or re-uploaded since.
         _forget(fs, root)
         found = fs.glob(inner, detail=True)
@@ -148,15 +148,21 @@ def _expand_remote(url: str) -> list[str]:
 
 
 def _missing(fs: Any, url: str, where: str, what: str) -> str:
-    """`what`, and why: no such bucket, nothing under the prefix, or no object of that name or pattern."""
+    """`what`, and why: no such bucket, nothing stored under the prefix `where` (the folder of the object or of the
+    glob), or no object there of that name or pattern."""
     kind = scheme(url)
     bucket = where.split("/", 1)[0]
-    check = f"check the URL, and that these settings reach the store: {_SETTINGS.get(kind, 'its credentials')}"
+    check = f"check the URL and the store's settings ({_SETTINGS.get(kind, 'its credentials and endpoint')})"
     if kind in _BUCKETED and not _exists(fs, bucket):
         return f"{what}: there is no bucket '{bucket}' (or these credentials cannot see it); {check}"
     if where != bucket and not _exists(fs, where):
         return f"{what}: nothing is stored under {kind}://{where}/; {check}"
     return f"{what}: {kind}://{where}/ holds no object of that name; check the name or pattern (and its case)"
+
+
+def _folder(inner: str) -> str:
+    """The prefix that holds `inner` (the bucket itself for an object at its top)."""
+    return inner.rpartition("/")[0] or inner
 
 
 def _exists(fs: Any, inner: str) -> bool:
@@ -180,7 +186,8 @@ def _info(url: str | os.PathLike) -> dict[str, Any]:
         try:
             return fs.info(inner)
         except FileNotFoundError:
-            raise InputError(_missing(fs, os.fspath(url), inner, f"input {url} does not exist")) from None
+            raise InputError(_missing(fs, os.fspath(url), _folder(inner), f"input {url} does not exist")
+                             ) from None
 
 
 def _filesystem(url: str | os.PathLike) -> tuple[Any, str]:
