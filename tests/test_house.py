@@ -17,7 +17,7 @@ import tomllib
 from refinery.pipelines.engine.executors import EXECUTORS, Executor, TaskFailed, create_executor, guarded, register
 from refinery.pipelines.engine.recipe import load_recipe, parse_recipe
 from refinery.pipelines.engine.run import run_recipe
-from refinery.pipelines.engine.segments import plan_segments
+from refinery.pipelines.engine.segments import TaskJob, plan_segments
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("corpora", "pipelines", "tokenization", "training")
@@ -123,7 +123,8 @@ class ThreadExecutor(Executor):
         with ThreadPoolExecutor(self.workers) as pool:
             futures = [(job, pool.submit(fn, job, on_progress)) for job in reversed(jobs)]
             for job, future in futures:
-                self.ran.append(job.task_index)
+                if isinstance(job, TaskJob):  # (a partitioned finish hands it FinishJobs too)
+                    self.ran.append(job.task_index)
                 yield job, guarded(future.result, job, describe)
 
 

@@ -18,7 +18,15 @@ from refinery.corpora.readers import InputError, ReadTask, document_schema
 from refinery.pipelines.engine.executors import Executor, create_executor
 from refinery.pipelines.engine.layout import RunLayout, RunLock, RunLocked
 from refinery.pipelines.engine.recipe import LoadedRecipe
-from refinery.pipelines.engine.segments import Segment, TaskJob, collected_part, plan_segments, run_task
+from refinery.pipelines.engine.segments import (
+    FinishJob,
+    Segment,
+    TaskJob,
+    collected_part,
+    plan_segments,
+    run_finish,
+    run_task,
+)
 from refinery.pipelines.engine.stats import merge
 from refinery.pipelines.stages import STAGES, build_stage
 from refinery.pipelines.stages.base import RunContext
@@ -165,6 +173,10 @@ def _describe(job: TaskJob) -> str:
     return f"task {job.task_index} of pass {job.segment + 1} ({read.path}{span})"
 
 
+def _describe_finish(job: FinishJob) -> str:
+    return f"partition {job.partition} of {job.stage.key}'s finish"
+
+
 def _run_segment(segment: Segment, jobs: list[TaskJob], layout: RunLayout, executor: Executor, show: bool) -> int:
     pending = [j for j in jobs if not layout.segment_done(segment.index, j.task_index).exists()]
     names = [k for k in segment.stage_keys] + ([f"{segment.tail.key} collect"] if segment.tail else [])
@@ -178,8 +190,10 @@ def _run_segment(segment: Segment, jobs: list[TaskJob], layout: RunLayout, execu
     return len(jobs) - len(pending)
 
 
-def _finish(segment: Segment, layout: RunLayout, manifest: dict, context: RunContext) -> None:
-    """The barrier after a pass: the global stage's `finish` over every task's collected rows (once)."""
+def _finish(segment: Segment, layout: RunLayout, manifest: dict, context: RunContext, executor: Executor,
+            show: bool) -> None:
+    """The barrier after a pass: the global stage's `finish` over every task's collected rows (once), or, for a
+    stage that partitions it, one task per partition on the executor."""
     spec = segment.tail
     phase = f"{spec.key}.finish"
     if manifest["phases"].get(phase) == "done":
@@ -188,7 +202,17 @@ def _finish(segment: Segment, layout: RunLayout, manifest: dict, context: RunCon
     workdir = layout.stage_work(spec.key)
     workdir.mkdir(parents=True, exist_ok=True)
     files = sorted(collected_part(layout, spec.key, 0).parent.glob("part-*.parquet"))
-    build_stage(spec, context).finish(files, workdir)
+    stage = build_stage(spec, context)
+    if stage.partition_column:
+        jobs = [FinishJob(str(layout.root), spec, str(context.recipe_dir), p, [str(f) for f in files])
+                for p in range(stage.partitions)]
+        pending = [job for job in jobs if not job.marker(layout).is_file()]
+        with tqdm(desc=f"{spec.key} finish", total=len(jobs), initial=len(jobs) - len(pending), unit=" partitions",
+                  disable=None if show else True, dynamic_ncols=True, mininterval=0.5) as bar:
+            for _job, _result in executor.map(run_finish, pending, bar.update, _describe_finish):
+                pass
+    else:
+        stage.finish(files, workdir)
     manifest["phases"][phase] = "done"
     manifest["finish_seconds"] = {**manifest.get("finish_seconds", {}), spec.key: time.perf_counter() - started}
     write_json(layout.manifest, manifest)
@@ -287,7 +311,7 @@ def _run(
             manifest["phases"][f"segment-{segment.index}"] = "done"
             write_json(layout.manifest, manifest)
             if segment.tail is not None:
-                _finish(segment, layout, manifest, context)
+                _finish(segment, layout, manifest, context, executor, progress)
     totals = _write_stats(layout, loaded, segments, len(tasks), manifest)
     # The intermediate copies between passes are no longer needed once the final pass is done.
     for segment in segments:

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.corpora.atomic import AtomicParquetWriter, read_json, write_json
@@ -216,9 +218,18 @@ class _Collector:
     def add(self, docs: pa.Table, ordinals: pa.Array) -> None:
         started = time.perf_counter()
         rows = self.stage.collect(docs, ordinals)
+        if self.stage.partition_column:
+            rows = with_partitions(rows, self.stage.partition_column, self.stage.partitions)
         if self.writer is None:
             self.writer = AtomicParquetWriter(self.path, rows.schema)
-        self.writer.write(rows)
+        if self.stage.partition_column:
+            # One row group per partition and batch: a partition's finish then reads only its own row groups
+            # (Parquet statistics), from one file per task rather than tasks × partitions small files.
+            bounds = np.flatnonzero(np.diff(rows.column("partition").to_numpy(), prepend=-1, append=-1))
+            for start, end in zip(bounds[:-1], bounds[1:]):
+                self.writer.write(rows.slice(start, end - start))
+        else:
+            self.writer.write(rows)
         seconds = time.perf_counter() - started
         if self.stage.applies:
             self.counter.seconds += seconds
@@ -228,6 +239,42 @@ class _Collector:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def with_partitions(rows: pa.Table, column: str, partitions: int) -> pa.Table:
+    """The rows with a `partition` column (their hash column modulo `partitions`), sorted by it (stably)."""
+    partition = pa.array(np.mod(rows.column(column).to_numpy(), partitions), pa.int32())
+    rows = rows.append_column("partition", partition)
+    return rows.take(pc.sort_indices(partition)) if rows.num_rows else rows
+
+
+@dataclass(frozen=True)
+class FinishJob:
+    """One partition of a global stage's finish, run as a task on the executor (picklable)."""
+
+    run_dir: str
+    stage: StageSpec
+    recipe_dir: str
+    partition: int
+    collected: list[str]
+
+    def marker(self, layout: RunLayout) -> Path:
+        return layout.stage_work(self.stage.key) / "finished" / f"partition-{self.partition:05d}.json"
+
+
+def run_finish(job: FinishJob, report: Callable[[int], None]) -> dict[str, Any]:
+    """Finish one partition; its marker, written last, says it is done (a retry after that returns it)."""
+    layout = RunLayout(job.run_dir)
+    marker = job.marker(layout)
+    if marker.is_file():
+        return read_json(marker)
+    started = time.perf_counter()
+    stage = build_stage(job.stage, RunContext(Path(job.run_dir), Path(job.recipe_dir)))
+    stage.finish_partition([Path(f) for f in job.collected], layout.stage_work(job.stage.key), job.partition)
+    result = {"partition": job.partition, "seconds": round(time.perf_counter() - started, 3)}
+    write_json(marker, result)
+    report(1)
+    return result
 
 
 def _clear_task_outputs(layout: RunLayout, segment: Segment, task_index: int) -> None:

@@ -131,6 +131,20 @@ class GlobalStage(Stage):
         """Read every task's collected rows and write the stage's products (runs once)."""
         raise NotImplementedError
 
+    # A stage whose `finish` splits by a hash column of its collected rows names that column here: the engine then
+    # cuts the rows into `partitions` groups (by the hash, so equal keys meet) and runs `finish_partition` once per
+    # group as a task on the executor, on any worker, in parallel: the barrier scales out instead of running on
+    # the driver. The decisions must not depend on the number of partitions.
+    partition_column: ClassVar[str | None] = None
+
+    @property
+    def partitions(self) -> int:
+        return 1
+
+    def finish_partition(self, collected_files: list[Path], workdir: Path, partition: int) -> None:
+        """`finish` for the collected rows whose `partition` column is `partition` (runs once per partition)."""
+        raise NotImplementedError
+
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> Any:
         """The decisions for one task's ordinal range, loaded once per task before `apply`."""
         raise NotImplementedError

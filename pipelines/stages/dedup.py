@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,6 +56,9 @@ class ExactDedupConfig(StageConfig):
     normalize: bool = Field(True, description="compare lowercased text with whitespace runs collapsed")
     column: str = Field("text", description="the string column compared, e.g. `prompt` for conversations; "
                         "rows where it is null are never duplicates")
+    partitions: int = Field(8, ge=1, le=65536, description="hash partitions of the finish, each a task on the "
+                            "executor's workers (more for larger corpora; the result is the same)")
+    outside_fingerprint: ClassVar[frozenset[str]] = frozenset({"partitions"})
 
 
 @register
@@ -79,20 +83,28 @@ class ExactDedup(GlobalStage):
         keys = normalise_text(text) if self.config.normalize else text
         return pa.table([hash64(keys), ordinals, ids], schema=SIGNATURE_SCHEMA)
 
-    def finish(self, collected_files: list[Path], workdir: Path) -> None:
+    partition_column = "hash"
+
+    @property
+    def partitions(self) -> int:
+        return self.config.partitions
+
+    def finish_partition(self, collected_files: list[Path], workdir: Path, partition: int) -> None:
+        # Equal texts have equal hashes, so each group of duplicates lies whole in one partition.
         query = """
             SELECT ord, kept_id FROM (
                 SELECT ord,
                        first_value(id) OVER (PARTITION BY hash ORDER BY ord) AS kept_id,
                        row_number() OVER (PARTITION BY hash ORDER BY ord) AS rank
-                FROM read_parquet($files)
+                FROM read_parquet($files) WHERE partition = $partition
             ) WHERE rank > 1 ORDER BY ord
         """
-        duckdb_to_parquet(query, collected_files, workdir / "duplicates.parquet", DECISION_SCHEMA)
+        target = workdir / "duplicates" / f"part-{partition:05d}.parquet"
+        duckdb_to_parquet(query, collected_files, target, DECISION_SCHEMA, partition=partition)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, str]:
         table = pq.read_table(
-            workdir / "duplicates.parquet",
+            workdir / "duplicates",
             filters=[("ord", ">=", first_ordinal), ("ord", "<=", last_ordinal)],
         )
         return dict(zip(table.column("ord").to_pylist(), table.column("kept_id").to_pylist()))
