@@ -57,7 +57,7 @@ def test_any_number_of_partitions_gives_the_same_bytes(write_recipe, inputs):
     assert (many.read, many.kept, many.removed) == (one.read, one.kept, one.removed)
     # Every partition was a task of the executor, and each wrote its own part of the decisions.
     assert sorted(recording.partitions) == list(range(13))
-    parts = sorted((many.run_dir / "work/exact_dedup/duplicates").glob("part-*.parquet"))
+    parts = sorted((many.run_dir / "work/exact_dedup/decisions").glob("part-*.parquet"))
     assert len(parts) == 13
     assert sum(pq.read_metadata(p).num_rows for p in parts) == many.removed
 
@@ -83,7 +83,7 @@ def test_a_finish_stopped_midway_resumes_with_the_partitions_left(write_recipe, 
     write_json(run_dir / "manifest.json", manifest)
     for partition in (1, 4):  # as if these two had not finished when the run was killed
         (run_dir / f"work/exact_dedup/finished/partition-{partition:05d}.json").unlink()
-        (run_dir / f"work/exact_dedup/duplicates/part-{partition:05d}.parquet").unlink()
+        (run_dir / f"work/exact_dedup/decisions/part-{partition:05d}.parquet").unlink()
     recording = Recording()
     run_recipe(load_recipe(recipe), progress=False, executor=recording)
     assert sorted(recording.partitions) == [1, 4]

@@ -52,17 +52,43 @@ def duckdb_to_parquet(query: str, signature_files: list[Path], target: Path, emp
         con.close()
 
 
-class ExactDedupConfig(StageConfig):
-    normalize: bool = Field(True, description="compare lowercased text with whitespace runs collapsed")
-    column: str = Field("text", description="the string column compared, e.g. `prompt` for conversations; "
-                        "rows where it is null are never duplicates")
+class PartitionedFinishConfig(StageConfig):
+    """The parameter of a stage whose finish is cut by hash into partitions (see HashPartitionedFinish)."""
+
     partitions: int = Field(8, ge=1, le=65536, description="hash partitions of the finish, each a task on the "
                             "executor's workers (more for larger corpora; the result is the same)")
     outside_fingerprint: ClassVar[frozenset[str]] = frozenset({"partitions"})
 
 
+class HashPartitionedFinish(GlobalStage):
+    """A global stage whose collected rows carry a `hash` and whose decisions never join two hashes: its finish
+    runs per hash partition (`finish_partition`), each writing `<workdir>/decisions/part-NNNNN.parquet`."""
+
+    partition_column = "hash"
+    config: PartitionedFinishConfig
+
+    @property
+    def partitions(self) -> int:
+        return self.config.partitions
+
+    @staticmethod
+    def decisions_part(workdir: Path, partition: int) -> Path:
+        return workdir / "decisions" / f"part-{partition:05d}.parquet"
+
+    @staticmethod
+    def read_decisions(workdir: Path, first_ordinal: int, last_ordinal: int) -> pa.Table:
+        """Every partition's decisions for one task's ordinal range."""
+        return pq.read_table(workdir / "decisions", filters=[("ord", ">=", first_ordinal), ("ord", "<=", last_ordinal)])
+
+
+class ExactDedupConfig(PartitionedFinishConfig):
+    normalize: bool = Field(True, description="compare lowercased text with whitespace runs collapsed")
+    column: str = Field("text", description="the string column compared, e.g. `prompt` for conversations; "
+                        "rows where it is null are never duplicates")
+
+
 @register
-class ExactDedup(GlobalStage):
+class ExactDedup(HashPartitionedFinish):
     """Keep the first document (in stable input order) of every group with identical (normalised) text,
     or identical values of another string column (`column: prompt`)."""
 
@@ -83,12 +109,6 @@ class ExactDedup(GlobalStage):
         keys = normalise_text(text) if self.config.normalize else text
         return pa.table([hash64(keys), ordinals, ids], schema=SIGNATURE_SCHEMA)
 
-    partition_column = "hash"
-
-    @property
-    def partitions(self) -> int:
-        return self.config.partitions
-
     def finish_partition(self, collected_files: list[Path], workdir: Path, partition: int) -> None:
         # Equal texts have equal hashes, so each group of duplicates lies whole in one partition.
         query = """
@@ -99,14 +119,11 @@ class ExactDedup(GlobalStage):
                 FROM read_parquet($files) WHERE partition = $partition
             ) WHERE rank > 1 ORDER BY ord
         """
-        target = workdir / "duplicates" / f"part-{partition:05d}.parquet"
-        duckdb_to_parquet(query, collected_files, target, DECISION_SCHEMA, partition=partition)
+        duckdb_to_parquet(query, collected_files, self.decisions_part(workdir, partition), DECISION_SCHEMA,
+                          partition=partition)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, str]:
-        table = pq.read_table(
-            workdir / "duplicates",
-            filters=[("ord", ">=", first_ordinal), ("ord", "<=", last_ordinal)],
-        )
+        table = self.read_decisions(workdir, first_ordinal, last_ordinal)
         return dict(zip(table.column("ord").to_pylist(), table.column("kept_id").to_pylist()))
 
     def apply(self, docs: pa.Table, ordinals: pa.Array, decisions: dict[int, str]) -> StageResult:

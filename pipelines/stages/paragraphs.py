@@ -13,12 +13,17 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from refinery.pipelines.stages import register
-from refinery.pipelines.stages.base import GlobalStage, StageConfig, StageResult, split_by_reason
-from refinery.pipelines.stages.dedup import duckdb_to_parquet, hash64, normalise_text
+from refinery.pipelines.stages.base import StageResult, split_by_reason
+from refinery.pipelines.stages.dedup import (
+    HashPartitionedFinish,
+    PartitionedFinishConfig,
+    duckdb_to_parquet,
+    hash64,
+    normalise_text,
+)
 
 SIGNATURE_SCHEMA = pa.schema([("hash", pa.int64()), ("ord", pa.int64()), ("unit", pa.int32())])
 DECISION_SCHEMA = pa.schema([("ord", pa.int64()), ("unit", pa.int32())])
@@ -26,7 +31,7 @@ DECISION_SCHEMA = pa.schema([("ord", pa.int64()), ("unit", pa.int32())])
 _SEPARATORS = {"line": re.compile(r"(\r?\n)"), "paragraph": re.compile(r"(\r?\n[ \t\r\f\v]*\n\s*)")}
 
 
-class ParagraphDedupConfig(StageConfig):
+class ParagraphDedupConfig(PartitionedFinishConfig):
     unit: Literal["line", "paragraph"] = Field("line", description="line: split at every newline (CCNet's "
                                                "paragraphs; extracted web text has one paragraph a line); "
                                                "paragraph: split at blank lines")
@@ -56,7 +61,7 @@ def rewrite(text: str, unit: str, drop: set[int]) -> str:
 
 
 @register
-class ParagraphDedup(GlobalStage):
+class ParagraphDedup(HashPartitionedFinish):
     """Remove every line (or paragraph) found in at least `min_repeats` documents of the corpus. Documents that
     lose units get their `text` rewritten; the `repeats_removed` column counts the units each document lost.
     A document left with fewer than `min_chars_left` characters or `min_words_left` words is removed with reason
@@ -82,19 +87,19 @@ class ParagraphDedup(GlobalStage):
         return pa.table([hash64(keys.filter(counted)), pa.array(ords, pa.int64()).filter(counted),
                          pa.array(positions, pa.int32()).filter(counted)], schema=SIGNATURE_SCHEMA)
 
-    def finish(self, collected_files: list[Path], workdir: Path) -> None:
+    def finish_partition(self, collected_files: list[Path], workdir: Path, partition: int) -> None:
+        # A unit's copies share its hash, so they all lie in one partition.
         keep_first = "AND s.ord <> r.first_ord" if self.config.keep_first else ""
         query = f"""
-            WITH s AS (SELECT * FROM read_parquet($files)),
+            WITH s AS (SELECT * FROM read_parquet($files) WHERE partition = $partition),
                  r AS (SELECT hash, min(ord) AS first_ord FROM s GROUP BY hash HAVING count(DISTINCT ord) >= $repeats)
             SELECT s.ord, s.unit FROM s JOIN r ON s.hash = r.hash {keep_first} ORDER BY s.ord, s.unit
         """
-        duckdb_to_parquet(query, collected_files, workdir / "repeated_units.parquet", DECISION_SCHEMA,
-                          repeats=self.config.min_repeats)
+        duckdb_to_parquet(query, collected_files, self.decisions_part(workdir, partition), DECISION_SCHEMA,
+                          repeats=self.config.min_repeats, partition=partition)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, set[int]]:
-        table = pq.read_table(workdir / "repeated_units.parquet",
-                              filters=[("ord", ">=", first_ordinal), ("ord", "<=", last_ordinal)])
+        table = self.read_decisions(workdir, first_ordinal, last_ordinal)
         drops: dict[int, set[int]] = {}
         for ordinal, unit in zip(table.column("ord").to_pylist(), table.column("unit").to_pylist()):
             drops.setdefault(ordinal, set()).add(unit)

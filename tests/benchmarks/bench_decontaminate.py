@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+
 from refinery.corpora.evalsets import eval_files, load_eval_set
 from refinery.pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
 from refinery.pipelines.stages.text.ngram_index import EvalIndex

@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow.parquet as pq
+from trafilatura.utils import decode_file
+
 from refinery.corpora.records import document_table
 from refinery.pipelines.stages.extract import Extract, ExtractConfig
-from trafilatura.utils import decode_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"

@@ -164,9 +164,9 @@ def main() -> int:
 
     # One task on one core: the first byte range of the first file, read and written in this process (pyarrow
     # with use_threads=False): the per-byte cost of each side, without start-up, pools or other processes.
+    from refinery.corpora.atomic import AtomicParquetWriter
     from refinery.corpora.readers import plan_input, read_task
     from refinery.corpora.records import DOCUMENT_SCHEMA
-    from refinery.corpora.atomic import AtomicParquetWriter
 
     task = plan_input(str(paths[0]), ROOT, load_recipe(recipe).recipe.task_size)[0]
     with open(paths[0], "rb") as stream:

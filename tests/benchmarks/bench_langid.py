@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+
 from refinery.corpora.records import document_table
 from refinery.pipelines.stages.langid import LangId, LangIdConfig, load_model
 

@@ -40,6 +40,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import datatrove_baseline as dtb  # noqa: E402  (the shared anchor scripts)
 import make_bench_docs as mbd  # noqa: E402
+
 from refinery.pipelines.engine.recipe import load_recipe  # noqa: E402
 from refinery.pipelines.engine.run import run_recipe  # noqa: E402
 from refinery.pipelines.stages.minhash import MinhashDedup, MinhashDedupConfig  # noqa: E402
@@ -159,7 +160,7 @@ def clusters(run_dir: Path) -> dict[str, int]:
 
     work = run_dir / "work" / "minhash_dedup"
     return dict(duckdb.sql(f"SELECT s.id, c.cluster FROM read_parquet('{work}/clusters.parquet') c JOIN "
-                           f"read_parquet('{work}/signatures/*.parquet') s USING (ord)").fetchall())
+                           f"read_parquet('{work}/collected/*.parquet') s USING (ord)").fetchall())
 
 
 def own_jaccard(a: str, b: str) -> float:
@@ -264,8 +265,9 @@ def part_cjk(args, docs_path: Path, work: Path, log) -> dict:
     characters replaced stays, for n = 2..6, on the bench's Chinese poetry pieces."""
     import random
 
-    from refinery.pipelines.stages.neardup.shingles import char_tokens, normalise, shingle_sets
     from scipy.sparse import csr_matrix
+
+    from refinery.pipelines.stages.neardup.shingles import char_tokens, normalise, shingle_sets
 
     docs = [d for d in map(json.loads, open(docs_path, encoding="utf-8"))
             if d["metadata"]["source"].startswith("chinese-poetry")]

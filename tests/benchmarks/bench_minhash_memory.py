@@ -46,7 +46,7 @@ recipe, workdir = load_recipe(sys.argv[1]), Path(sys.argv[2])
 stage = MinhashDedup(recipe.stages[0].config)
 baseline = status("VmRSS")
 started = time.perf_counter()
-stage.finish(sorted((workdir / "signatures").glob("part-*.parquet")), workdir)
+stage.finish(sorted((workdir / "collected").glob("part-*.parquet")), workdir)
 print(json.dumps({"seconds": time.perf_counter() - started, "baseline_rss_mb": baseline,
                   "peak_rss_mb": status("VmHWM")}))
 """
@@ -82,7 +82,7 @@ def run_cli(recipe: Path) -> dict:
 
 
 def signature_sizes(workdir: Path) -> dict:
-    files = sorted((workdir / "signatures").glob("part-*.parquet"))
+    files = sorted((workdir / "collected").glob("part-*.parquet"))
     in_memory = bands = 0
     for path in files:  # one file at a time, so that measuring does not need the memory it measures
         table = pq.read_table(path)
@@ -94,7 +94,7 @@ def signature_sizes(workdir: Path) -> dict:
 
 def resolve_alone(recipe: Path, workdir: Path) -> dict:
     for path in workdir.iterdir():
-        if path.name != "signatures":
+        if path.name != "collected":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     done = subprocess.run([sys.executable, "-c", RESOLVE_CHILD, str(recipe), str(workdir)], cwd=ROOT,
                           capture_output=True, text=True)

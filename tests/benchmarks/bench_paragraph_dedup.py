@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from refinery.corpora.readers import plan_input, read_task
+from refinery.pipelines.engine.segments import with_partitions
 from refinery.pipelines.stages.paragraphs import ParagraphDedup, ParagraphDedupConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +42,9 @@ def _texts(data: Path) -> list[str]:
 def ours(texts: list[str], folder: Path) -> list[str]:
     stage = ParagraphDedup(ParagraphDedupConfig())
     docs, ordinals = pa.table({"text": texts}), pa.array(range(len(texts)), pa.int64())
-    pq.write_table(stage.collect(docs, ordinals), folder / "part-00000.parquet")
-    stage.finish([folder / "part-00000.parquet"], folder)
+    rows = with_partitions(stage.collect(docs, ordinals), stage.partition_column, 1)  # as the engine writes them
+    pq.write_table(rows, folder / "part-00000.parquet")
+    stage.finish_partition([folder / "part-00000.parquet"], folder, 0)
     decisions = stage.load_decisions(folder, 0, len(texts))
     return stage.apply(docs, ordinals, decisions).kept.column("text").to_pylist()
 

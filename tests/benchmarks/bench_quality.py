@@ -94,6 +94,7 @@ def datatrove_decisions(args: argparse.Namespace, work: Path) -> list[dict]:
 def our_decisions(texts: list[str]) -> tuple[list[bool], dict[str, list[str | None]], dict[int, str], dict]:
     """Our langid verdict (en, score >= 0.65), each filter's reason per document, C4's rewritten texts, timings."""
     import pyarrow as pa
+
     from refinery.pipelines.stages import STAGES
 
     table = pa.table({"text": pa.array(texts, pa.string()), "row": pa.array(range(len(texts)), pa.int64())})
@@ -156,6 +157,7 @@ def write_inputs(docs: Path, work: Path) -> list[str]:
 
 def run_ours(work: Path, workers: int) -> float:
     import yaml
+
     from refinery.pipelines.engine.recipe import load_recipe
     from refinery.pipelines.engine.run import run_recipe
 
