@@ -35,8 +35,9 @@ _SETTINGS = {
     "hf": "HF_TOKEN for a private or gated repository, HF_ENDPOINT for a mirror",
 }
 _SETTINGS |= {"s3a": _SETTINGS["s3"], "gcs": _SETTINGS["gs"]}
-# Where a store keeps an object's version, in order of preference: a new upload changes it.
-_VERSION_KEYS = ("ETag", "etag", "generation", "md5Hash", "blob_id", "LastModified", "last_modified", "updated",
+# Where a store keeps an object's version, in order of preference (GCS's generation, S3's ETag, the Hub's
+# blob id, then a modification time): a new upload changes it.
+_VERSION_KEYS = ("generation", "ETag", "etag", "blob_id", "md5Hash", "LastModified", "last_modified", "updated",
                  "mtime")
 
 
@@ -53,6 +54,8 @@ def scheme(path: str | os.PathLike) -> str | None:
 def local_path(path: str | os.PathLike) -> str | None:
     """The local file that a plain path or a `file://` URL names; None for a remote URL."""
     text = os.fspath(path)
+    if "://" not in text:  # a plain path: the common case, decided without a regular expression
+        return text
     kind = scheme(text)
     if kind is None:
         return text

@@ -28,9 +28,6 @@ from refinery.corpora.readers import InputError
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import RunError, run_recipe
 
-boto3 = pytest.importorskip("boto3")
-pytest.importorskip("s3fs")
-
 BUCKET = "refinery-inputs"
 WEB_RECIPE = Path(__file__).resolve().parents[1] / "pipelines/recipes/web.yaml"
 # Uploaded from the shared data under the same relative keys (the Parquet file is written from real records).
@@ -67,6 +64,9 @@ def _forget_clients() -> None:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory, data_dir):
     """A moto S3 server on a free loopback port, the environment pointing at it, and the shared data uploaded."""
+    boto3 = pytest.importorskip("boto3")  # with s3fs and moto's server: `pip install -e ".[dev]"`
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
     port = _free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "wb") as out:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, encode_meta, position_id, quarantine_table
 from refinery.corpora.storage import InputError as InputError  # re-exported: the readers import it from here
-from refinery.corpora.storage import open_input, read_prefix
+from refinery.corpora.storage import is_remote, open_input, read_prefix
 
 # Documents per yielded batch: big enough for vectorised stages, small enough to stream.
 DEFAULT_BATCH_ROWS = 4096
@@ -268,8 +268,8 @@ def decompressed(path: str | Path, start: int = 0) -> Iterator[bytes | StreamBre
     a StreamBreak wherever a compressed stream is damaged (reading goes on after it where it can). A plain file
     may be read from byte `start` on; a compressed one is always read from its beginning."""
     with open_input(path) as file:  # a plain path is opened by `open`, a URL through fsspec (corpora.storage)
-        # From byte `start` on, the head is asked for apart: a remote file's read-ahead block from 0 would be wasted.
-        codec = _codec_of(path, read_prefix(path, 16) if start else file.read(16))
+        # Read from byte `start` on, a remote file's head is asked for apart: a read-ahead block from 0 would be wasted.
+        codec = _codec_of(path, read_prefix(path, 16) if start and is_remote(path) else file.read(16))
         if codec is not None:
             if start:
                 raise ValueError(f"{path} is {codec.name}-compressed: it is read from its start, as one task")
