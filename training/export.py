@@ -8,9 +8,10 @@ qkv matrix; nothing is approximated:
 - SwiGLU: down(silu(gate(x)) * up(x)): Llama's MLP with hidden_act silu; no biases anywhere.
 - Attention: softmax(q·k / sqrt(head_dim)), num_key_value_heads = num_attention_heads.
 
-Written: config.json, model.safetensors, generation_config.json, tokenizer.json (the checkpoint's) and
-tokenizer_config.json (with the chat template for chat models). Refinery's documents start after an
-EOS, so the EOS token is also the exported model's BOS: prompts should begin with it.
+Written: config.json, model.safetensors, generation_config.json, tokenizer.json (the checkpoint's),
+tokenizer_config.json (with the chat template for chat models) and README.md, the model card
+(training/model_card.py; never over a README.md of the user's). Every file is written atomically. Refinery's
+documents start after an EOS, so the EOS token is also the exported model's BOS: prompts should begin with it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from refinery.corpora.atomic import atomic_path, write_text
 from refinery.tokenization.chat import END, ROLE_MARKERS
 from refinery.tokenization.tokenizer import load_tokenizer
 from refinery.training.checkpoint import (
@@ -33,6 +35,7 @@ from refinery.training.checkpoint import (
 )
 from refinery.training.generate import is_chat_model
 from refinery.training.model import GPT, GPTConfig
+from refinery.training.model_card import write_model_card
 
 # Our names inside a block -> Llama's inside model.layers.N
 BLOCK_NAMES = {
@@ -97,8 +100,11 @@ def llama_config(config: GPTConfig, special: dict, dtype: str = "float32") -> di
     }
 
 
-def export_llama(checkpoint: str | Path, out: str | Path, dtype: str = "float32") -> Path:
-    """Write the checkpoint's GPT as a Hugging Face Llama model folder; returns the folder."""
+def export_llama(checkpoint: str | Path, out: str | Path, dtype: str = "float32", licence: str | None = None) -> Path:
+    """Write the checkpoint's GPT as a Hugging Face Llama model folder, with its model card; returns the folder.
+
+    `licence` is the model's licence for the card's metadata (a Hub licence id); without one the card says
+    `other`, `license_name: unknown`."""
     folder = checkpoint_folder(checkpoint)
     model, config, tokenizer_path = load_checkpoint(folder)
     _, info = read_config(folder)
@@ -110,14 +116,16 @@ def export_llama(checkpoint: str | Path, out: str | Path, dtype: str = "float32"
     out.mkdir(parents=True, exist_ok=True)
     special = info["special_ids"]
     chat = is_chat_model(info) and special.get("end") is not None
-    save_file(llama_state_dict(model, getattr(torch, dtype)), str(out / "model.safetensors"), metadata={"format": "pt"})
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(llama_state_dict(model, getattr(torch, dtype)), str(tmp), metadata={"format": "pt"})
     user_permissions(out / "model.safetensors")  # safetensors writes 0600: an export is for others to read
     _write_json(out / "config.json", llama_config(config, special, dtype))
     stop_ids = [special["eos"], special["end"]] if chat else special["eos"]
     _write_json(out / "generation_config.json", {"bos_token_id": special["eos"], "eos_token_id": stop_ids,
                                                  "pad_token_id": special.get("pad"), "do_sample": True,
                                                  "temperature": 0.8, "top_k": 200})
-    shutil.copyfile(tokenizer_path, out / "tokenizer.json")
+    with atomic_path(out / "tokenizer.json") as tmp:
+        shutil.copyfile(tokenizer_path, tmp)  # a new file: the umask's permissions, not the checkpoint's
     tokenizer = load_tokenizer(tokenizer_path)
     names = {key: tokenizer.id_to_token(special[key]) if special.get(key) is not None else None for key in
              ("eos", "pad")}
@@ -128,8 +136,11 @@ def export_llama(checkpoint: str | Path, out: str | Path, dtype: str = "float32"
     if chat:
         tokenizer_config["chat_template"] = CHAT_TEMPLATE
     _write_json(out / "tokenizer_config.json", tokenizer_config)
+    if write_model_card(out, folder, model, info, licence, chat) is None:
+        print(f"note: {out / 'README.md'} is not a card Refinery wrote (no marker line): left as it is")
     return out
 
 
 def _write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Keys in the order written (atomic.write_json sorts them): config.json reads as Llama's own do."""
+    write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
