@@ -217,3 +217,13 @@ def test_a_mix_gets_each_folders_numbers_and_only_this_checkpoints_evaluation(ru
     meta, body = split_card(export_llama(out / "step-000010", tmp_path / "hf10") / "README.md")
     assert "model-index" not in meta  # the last validation before step 10 was at step 0: not this model's
     assert f"| validation loss, mixed by weight | {log_records(out, 'val')[0]['val_loss']:.4f} | 0 |" in body
+
+
+def test_the_export_command_takes_the_licence_and_names_the_card(trained, tmp_path, capsys):
+    from refinery.training.eval_cli import main as eval_main
+
+    out = tmp_path / "hf"
+    assert eval_main(["export", str(trained), str(out), "--license", "apache-2.0"]) == 0
+    meta, _ = split_card(out / "README.md")
+    assert meta["license"] == "apache-2.0" and "license_name" not in meta
+    assert f"its model card is {out / 'README.md'}" in capsys.readouterr().out

@@ -75,6 +75,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a training output folder (its latest), OUT/latest or OUT/step-N")
     parser.add_argument("out", help="the Hugging Face model folder to write")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--license", dest="licence", metavar="ID", help="the model's licence for its card, a Hub "
+                        "licence id such as apache-2.0 (default: other, said to be unknown)")
 
 
 def _load(args: argparse.Namespace):
@@ -170,11 +172,12 @@ def run_export(args: argparse.Namespace) -> int:
     from refinery.training.export import export_llama
 
     try:
-        out = export_llama(args.checkpoint, args.out, args.dtype)
+        out = export_llama(args.checkpoint, args.out, args.dtype, args.licence)
     except _errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {out}: load it with transformers.LlamaForCausalLM.from_pretrained({str(out)!r})")
+    print(f"wrote {out}: load it with transformers.LlamaForCausalLM.from_pretrained({str(out)!r}); its model card "
+          f"is {out / 'README.md'}")
     return 0
 
 
