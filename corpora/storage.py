@@ -138,7 +138,7 @@ def _expand_remote(url: str) -> list[str]:
                 raise InputError(_missing(fs, url, _folder(inner), f"input {url} does not exist")) from None
             if info["type"] != "file":
                 raise InputError(f"input {url} is a folder (a prefix), not a file: name its files with a glob, "
-                                 f"e.g. {url.rstrip('/')}/*.jsonl.gz")
+                                 f"e.g. {url.rstrip('/')}/* (or /**/* for its subfolders too)")
             return [url]
         root = _folder(inner[: re.search(r"[*?[]", inner).start()])
         # Listings are cached per filesystem: list afresh, so a rerun sees objects added or re-uploaded since.

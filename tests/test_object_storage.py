@@ -268,11 +268,13 @@ def test_a_glob_that_matches_nothing_names_the_recipe_line_and_the_prefix(s3, tm
     assert f"nothing is stored under s3://{BUCKET}/crawl-2024/" in message and "AWS_ENDPOINT_URL" in message
 
 
-def test_a_missing_bucket_or_object_is_named(s3, tmp_path, data_dir):
+def test_a_missing_bucket_or_object_or_a_folder_is_named(s3, tmp_path, data_dir):
     message = _input_error(tmp_path, data_dir, "s3://no-such-bucket/crawl/*.warc.gz")
     assert "there is no bucket 'no-such-bucket'" in message and "AWS_ACCESS_KEY_ID" in message
     message = _input_error(tmp_path, data_dir, f"s3://{BUCKET}/text/c4_demo.jsonl.gz")
     assert f"input s3://{BUCKET}/text/c4_demo.jsonl.gz does not exist: s3://{BUCKET}/text/ holds no object" in message
+    message = _input_error(tmp_path, data_dir, f"s3://{BUCKET}/warc")
+    assert f"input s3://{BUCKET}/warc is a folder (a prefix), not a file" in message and "/warc/*" in message
 
 
 def test_without_s3fs_the_error_says_what_to_install(s3, tmp_path, data_dir, monkeypatch):
