@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from test_warc import joined_batches  # tests/ is on sys.path (pytest's rootdir conftest)
 
-from refinery.corpora.readers import infer_format, plan_input, read_task, warc
+from refinery.corpora.readers import infer_format, plan_input, read_task
 from refinery.pipelines.commands import sql
 from refinery.pipelines.commands.cli import main
 
@@ -31,13 +32,7 @@ EXPECTED = {
 def read_file(path: Path) -> tuple[pa.Table, pa.Table, Counter]:
     """(documents, quarantined, skipped) of one file, every batch checked for reconciling counts."""
     (task,) = plan_input(str(path), path.parent, 1 << 30)
-    batches = list(read_task(task, batch_rows=2))
-    for batch in batches:
-        assert batch.records == batch.documents.num_rows + batch.quarantined.num_rows
-        assert batch.documents.schema.equals(warc.SCHEMA)  # the WARC reader's columns
-    skipped = sum((Counter(b.skipped) for b in batches), Counter())
-    return (pa.concat_tables([b.documents for b in batches]), pa.concat_tables([b.quarantined for b in batches]),
-            skipped)
+    return joined_batches(read_task(task, batch_rows=2))
 
 
 @pytest.fixture(scope="module")

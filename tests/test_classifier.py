@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_engine import output_bytes
+
 from refinery.corpora.records import document_table
 from refinery.pipelines.commands import sql
 from refinery.pipelines.commands.classifier_train import is_heldout, roc_auc
@@ -24,7 +26,6 @@ from refinery.pipelines.stages.quality_classifier import (
     TopFractionConfig,
     classifier_text,
 )
-from test_engine import output_bytes
 
 
 @pytest.fixture(scope="module")

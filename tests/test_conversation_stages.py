@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from pydantic import ValidationError
+
 from refinery.corpora.readers import document_schema, plan_input, read_task
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import parse_recipe

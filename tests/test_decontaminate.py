@@ -7,6 +7,7 @@ import json
 
 import pyarrow as pa
 import pytest
+
 from refinery.corpora.evalsets import EvalSetError, benchmark_name, load_eval_set
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import load_recipe

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import RunError, run_recipe

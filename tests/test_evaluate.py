@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+
 from refinery.corpora.records import document_table
 from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
 from refinery.tokenization.chat import END, LOSS_SPANS_TYPE, render_chat

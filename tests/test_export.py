@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+
 from refinery.tokenization.chat import render_chat
 from refinery.tokenization.tokenizer import fingerprint, special_ids, train_bpe
 from refinery.training.checkpoint import CheckpointError, save_checkpoint

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from refinery.corpora.records import document_table
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import RecipeError, load_recipe, parse_recipe

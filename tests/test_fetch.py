@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from refinery.corpora.fetch import FetchError, fetch, read_checksums
 from refinery.pipelines.commands.fetch import add_fetch_arguments, run_fetch
 

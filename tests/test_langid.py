@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+
 from refinery.corpora.records import document_table
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import RecipeError, load_recipe, parse_recipe

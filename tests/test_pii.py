@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from refinery.corpora.readers import plan_input, read_task
 from refinery.corpora.records import document_table
 from refinery.pipelines.commands import sql

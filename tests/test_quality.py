@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from refinery.corpora.readers import plan_input, read_task
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import load_recipe

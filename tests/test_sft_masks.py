@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from refinery.corpora.records import document_table
 from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
 from refinery.tokenization.chat import END, LOSS_SPANS_TYPE, render_chat

@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import numpy as np
+from test_training import records, tokens  # noqa: F401  (the Shakespeare shards fixture)
+
 from refinery.tokenization.reader import TokenShards
 from refinery.training.data import TrainingData
-from test_training import records, tokens  # noqa: F401  (the Shakespeare shards fixture)
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from refinery.corpora.records import document_table
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import load_recipe

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from refinery.corpora.readers import infer_format, warc
-from refinery.corpora.readers.base import ReadTask
+from refinery.corpora.readers.base import ReadBatch, ReadTask
 from refinery.corpora.readers.warc import decode_page, python_codec
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import load_recipe
@@ -52,7 +53,13 @@ EXPECTED = {
 
 def read_file(path: Path, batch_rows: int = 4096) -> tuple[pa.Table, pa.Table, Counter]:
     """(documents, quarantined, skipped) of one file, every batch checked for reconciling counts."""
-    batches = list(warc.WarcReader().read(ReadTask("warc", str(path), path.name), batch_rows))
+    return joined_batches(warc.WarcReader().read(ReadTask("warc", str(path), path.name), batch_rows))
+
+
+def joined_batches(read: Iterable[ReadBatch]) -> tuple[pa.Table, pa.Table, Counter]:
+    """(documents, quarantined, skipped) of a read, every batch checked for reconciling counts and WARC columns
+    (tests/test_arc.py reads ARC files with it: the ARC reader gives the WARC reader's columns)."""
+    batches = list(read)
     for batch in batches:
         assert batch.records == batch.documents.num_rows + batch.quarantined.num_rows
         assert batch.documents.schema.equals(warc.SCHEMA)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from refinery.corpora.readers import plan_input, read_task
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import parse_recipe
