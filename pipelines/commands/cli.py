@@ -14,6 +14,8 @@ EPILOG = """examples:
   refinery fetch https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-22/wet.paths.gz --dest crawl
   refinery plan recipe.yaml                       what a run will do: inputs, passes, barriers, outputs
   refinery run recipe.yaml --workers 4            run (or resume) a recipe; writes RUN/report.html and RUN/README.md
+  refinery recipes                                the bundled recipes (web, instructions) and where their files are
+  refinery run web --input 'crawl/*.warc.gz' --output out/web   a bundled recipe on your files (--dry-run: plan only)
   refinery report out/web-en                      (re)write a run's HTML report and dataset card
   refinery sql out/web-en "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
   refinery train --data out/web-en/tokens --out out/gpt-tiny   train the tiny GPT on a run's shards
@@ -23,11 +25,17 @@ EPILOG = """examples:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from refinery.pipelines.commands.bundled import dry_run, resolve_recipe
     from refinery.pipelines.engine.executors import create_executor
-    from refinery.pipelines.engine.recipe import load_recipe
     from refinery.pipelines.engine.run import describe_summary, run_recipe
 
-    loaded = load_recipe(args.recipe)
+    loaded, note = resolve_recipe(args.recipe, args.input, args.output)
+    if args.dry_run:
+        text, ok = dry_run(loaded)
+        print(text)
+        return 0 if ok else 2
+    if note:
+        print(note)
     options = {"workers": args.workers}
     if args.address is not None:
         if args.executor != "ray":
@@ -49,6 +57,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     print(write_outputs(summary.run_dir, report=not args.no_report))
     print(f'inspect: refinery sql {summary.run_dir} "SELECT * FROM stats"')
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from refinery.pipelines.commands.bundled import describe_bundled
+
+    print(describe_bundled())
     return 0
 
 
@@ -131,7 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run or resume a recipe", description=(
         "Run a recipe. A rerun of the same recipe resumes where an interrupted run stopped and skips "
         "finished work; the output is the same whatever the number of workers."))
-    run.add_argument("recipe", help="the recipe YAML file")
+    run.add_argument("recipe", help="the recipe YAML file, or the name of a bundled recipe (`refinery recipes`)")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="PATH",
+                     help="read this file, folder or glob (quote it) instead of the recipe's inputs; repeatable; the "
+                          "format comes from the name, as in recipes; relative to the current folder")
+    run.add_argument("--output", "-o", metavar="DIR", default=None,
+                     help="the run folder instead of the recipe's `output:`, relative to the current folder (default "
+                          "for a bundled recipe run by name: ./out/NAME)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan and the files each input would read; write nothing")
     run.add_argument("--workers", "-w", type=_positive_int, default=None,
                      help="worker processes (default: all cores); with --executor ray, tasks in flight (default: "
                           "the cluster's CPUs)")
@@ -152,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip the HTML report (RUN/report.html) after the run; the dataset card (RUN/README.md) is "
                           "still written. `refinery report RUN` writes both later")
     run.set_defaults(fn=_cmd_run)
+
+    recipes = commands.add_parser("recipes", help="list the bundled recipes (refinery run NAME)", description=(
+        "List the recipes that come with Refinery, one line each, and where each file is: run one by name "
+        "(refinery run web --input 'crawl/*.warc.gz' --output out/web), or copy its file to change its stages."))
+    recipes.set_defaults(fn=_cmd_recipes)
 
     plan = commands.add_parser("plan", help="show what a recipe will do, without running it", description=(
         "Show what the engine will do with a recipe: its inputs (reader format, files, read tasks), the passes "

@@ -14,7 +14,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from refinery.corpora.readers import READERS, ReadTask, format_from_name, option_problems, plan_input
+from refinery.corpora import storage
+from refinery.corpora.readers import (
+    READERS,
+    InputError,
+    ReadTask,
+    expand_paths,
+    format_from_name,
+    option_problems,
+    plan_input,
+)
 from refinery.pipelines.stages import STAGES, StageConfig
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
@@ -138,9 +147,12 @@ class LoadedRecipe(BaseModel):
     base_dir: Path
     source_file: str
     input_lines: list[int | None] = []
+    input_labels: list[str] = []  # where each input was given when not in the file: "--input 'crawl/*.gz'"
 
     def input_location(self, index: int) -> str:
-        """'recipe.yaml:4' for the recipe line of input `index` (for error messages)."""
+        """'recipe.yaml:4' for the recipe line of input `index` (for error messages), or the flag that gave it."""
+        if index < len(self.input_labels):
+            return self.input_labels[index]
         line = self.input_lines[index] if index < len(self.input_lines) else None
         return f"{self.source_file}:{line}" if line else self.source_file
 
@@ -248,6 +260,43 @@ def input_spec(entry: dict[str, Any], where: str) -> InputSpec:
     except ValidationError as exc:
         messages = [_format_error(where, None, e["loc"], _explain(e, InputSpec)) for e in exc.errors()]
         raise RecipeError("\n".join(messages)) from None
+
+
+def with_overrides(loaded: LoadedRecipe, inputs: list[tuple[str, str]] | None = None,
+                   output: str | None = None, cwd: Path | None = None) -> LoadedRecipe:
+    """The recipe with its inputs and/or output replaced by ones given on a command line.
+
+    `inputs` are (path, label) pairs, the label naming the flag in errors ("--input 'crawl/*.warc.gz'"); each is
+    validated as a recipe input (format inferred from the name) and must match a file. Relative paths start at
+    `cwd` (default: the current folder) and are made absolute, so the recipe's own relative paths (its stages'
+    files) still start at the recipe's folder. RecipeError or InputError naming the flag.
+    """
+    cwd = (cwd or Path.cwd()).absolute()
+    update: dict[str, Any] = {}
+    if inputs:
+        specs, problems = [], []
+        for path, label in inputs:
+            spec = input_spec({"path": path}, label)
+            try:
+                expand_paths(spec.path, cwd)  # files only: the run plans them (and reports a reader's problem)
+            except InputError as err:
+                problems.append(f"{label}: {err}")
+                continue
+            local = storage.local_path(path)
+            if local is not None and not Path(local).is_absolute():
+                spec = spec.model_copy(update={"path": path[: len(path) - len(local)] + str(cwd / local)})
+            specs.append(spec)
+        if problems:
+            raise InputError("\n".join(problems))
+        update["inputs"] = specs
+    if output is not None:
+        remote = storage.local_path(output) is None
+        update["output"] = output if remote or Path(output).is_absolute() else str(cwd / output)
+    if not update:
+        return loaded
+    recipe = loaded.recipe.model_copy(update=update)
+    labels = [label for _, label in inputs] if inputs else loaded.input_labels
+    return loaded.model_copy(update={"recipe": recipe, "input_labels": labels})
 
 
 def _model_for(loc: tuple) -> type[BaseModel]:
