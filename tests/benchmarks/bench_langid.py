@@ -10,6 +10,10 @@ length, and per language (worst and a few well-known ones).
 Throughput: `LangId.process` in this process (one core, which is what each engine worker gets), batches of
 4,096, model load excluded (reported apart); median of `--repeat` rounds, on the UDHR lines and on the 300 C4
 documents of `text/c4_demo.jsonl` copied 10 times.
+CJK (`--cjk`): a confusion table (true language → labels) with the script correction off (lid.176 alone) and
+on, over the Chinese, Japanese and Korean text of the shared data (`cjk_sets`), and the UDHR accuracy both ways.
+
+    python tests/benchmarks/bench_langid.py --cjk
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from refinery.corpora.readers import plan_input, read_task
 from refinery.corpora.records import document_table
 from refinery.pipelines.stages.langid import LangId, LangIdConfig, load_model
 
@@ -92,13 +97,76 @@ def accuracy(right: int, total: int) -> str:
     return f"{right / total:6.1%} ({right:,}/{total:,})" if total else "     - (0)"
 
 
+def read_column(path: Path, column: str, fmt: str | None = None, stage=None) -> list[str]:
+    """One column of every document the readers (and an optional stage, e.g. extract) make of a file."""
+    values: list[str] = []
+    for task in plan_input(str(path), path.parent, 1 << 25, fmt):
+        for batch in read_task(task):
+            docs = stage.process(batch.documents).kept if stage else batch.documents
+            values += [v for v in docs.column(column).to_pylist() if v and v.strip()]
+    return values
+
+
+def cjk_sets(data: Path) -> dict[tuple[str, str], list[str]]:
+    """(true language, set name) → texts: the Chinese, Japanese and Korean text of the shared data."""
+    from refinery.pipelines.stages.extract import Extract, ExtractConfig
+
+    sets: dict[tuple[str, str], list[str]] = {}
+    for name in ("belle_dev1k_zh", "alpaca_zh_demo", "glaive_toolcall_zh_demo"):
+        sets["zh", f"{name} prompts"] = read_column(data / "instructions" / f"{name}.json", "prompt", "instructions")
+    with zipfile.ZipFile(data / "text" / "udhr2.zip") as archive:
+        for stem, lang in (("cmn_hans", "zh"), ("cmn_hant", "zh"), ("jpn", "ja"), ("kor", "ko")):
+            text = archive.read(f"udhr2/{stem}.txt").decode("utf-8")
+            sets[lang, f"UDHR {stem} lines"] = [line.strip() for line in text.splitlines() if line.strip()]
+    poetry = data / "text" / "chinese-poetry"
+    sets["zh", "Analects chapters"] = ["\n".join(c["paragraphs"]) for c in
+                                       json.loads((poetry / "论语/lunyu.json").read_text(encoding="utf-8"))]
+    sets["zh", "Shijing poems"] = ["\n".join(p["content"]) for p in
+                                   json.loads((poetry / "诗经/shijing.json").read_text(encoding="utf-8"))]
+    for folder, file, name in (("全唐诗", "poet.tang.0.json", "Tang poems"), ("宋词", "ci.song.0.json", "Song ci")):
+        poems = json.loads((poetry / folder / file).read_text(encoding="utf-8"))[:500]
+        sets["zh", f"{name} (first 500)"] = ["\n".join(p["paragraphs"]) for p in poems]
+    extract = Extract(ExtractConfig())
+    sets["ja", "clueweb09-ja pages (extract)"] = read_column(data / "warc" / "clueweb09-ja-quirk.warc.gz", "text",
+                                                            stage=extract)
+    pages = read_column(data / "warc" / "cc-main-2020-34-sample.warc.gz", "text", stage=extract)
+    # Its Chinese pages (by reading them): the ones whose text is mostly Han; the rest are ru, de, nl, en.
+    sets["zh", "cc-main-2020-34 Chinese pages (extract)"] = [
+        t for t in pages if sum("\u4e00" <= c <= "\u9fff" for c in t) > 0.3 * sum(c.isalpha() for c in t)]
+    return sets
+
+
+def cjk_report(data: Path, model: str | None) -> None:
+    sets = cjk_sets(data)
+    for correction in (False, True):
+        stage = LangId(LangIdConfig(model=model, script_correction=correction))
+        print(f"\nscript_correction: {str(correction).lower()}")
+        for (lang, name), texts in sets.items():
+            labels, _ = label_all(stage, texts)
+            counts = Counter(labels).most_common()
+            right = dict(counts).get(lang, 0)
+            print(f"  {lang}  {name:<40} {accuracy(right, len(texts))}  "
+                  + ", ".join(f"{label} {n}" for label, n in counts[:6]))
+        texts, stems, expected = udhr_lines(data / "text" / "udhr2.zip")
+        labels, _ = label_all(stage, texts)
+        ok = [got == want for got, want, t in zip(labels, expected, texts) if len(t) >= 20]
+        other = [got == want for got, want, t, s in zip(labels, expected, texts, stems)
+                 if len(t) >= 20 and s not in ("cmn_hans", "cmn_hant", "jpn", "kor")]
+        print(f"  UDHR lines >= 20 chars: {accuracy(sum(ok), len(ok))}; "
+              f"without zh/ja/ko: {accuracy(sum(other), len(other))}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="fastText model file (default: the lid.176.ftz refinery ships)")
     parser.add_argument("--min-chars", type=int, default=20, help="shortest line in the overall accuracy (20)")
     parser.add_argument("--repeat", type=int, default=3, help="throughput rounds; the median is reported (3)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="the shared data")
+    parser.add_argument("--cjk", action="store_true", help="only the CJK confusion table, correction off and on")
     args = parser.parse_args()
+    if args.cjk:
+        cjk_report(args.data, args.model)
+        return 0
 
     stage = LangId(LangIdConfig(model=args.model))
     started = time.perf_counter()
