@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from refinery.pipelines.commands.bundled import RECIPES_DIR
 
 DATA = Path(__file__).resolve().parents[1] / "../shared/data"
@@ -67,9 +65,6 @@ def test_run_instructions_by_name_writes_to_the_current_folder(tmp_path):
     assert package_files() == before
 
 
-@pytest.mark.xfail(strict=True, reason="web.yaml's `decontaminate: {evals: [evals]}` names pipelines/recipes/evals, "
-                   "which is not shipped: run by name, the web recipe stops at decontaminate until that stage "
-                   "parameter points at evaluation sets that exist")
 def test_run_web_by_name_on_warc_and_wet(tmp_path):
     before = package_files()
     result = refinery("run", "web", "--input", str(WARC / "*.warc.gz"), "--input", str(WARC / "*.wet.gz"),
@@ -77,16 +72,6 @@ def test_run_web_by_name_on_warc_and_wet(tmp_path):
     assert package_files() == before
     assert result.returncode == 0, result.stderr
     assert_reconciles(tmp_path / "out/web", result.stdout, tmp_path)
-
-
-def test_run_web_by_name_stops_before_writing_anything_in_the_package(tmp_path):
-    """Until web.yaml's evals exist (see the xfail above): the error names the stage and the folder; nothing is
-    written, neither in the current folder nor in the package."""
-    before = package_files()
-    result = refinery("run", "web", "--input", str(WARC / "*.warc.gz"), "--output", "out/web", "-q", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "decontaminate" in result.stderr and "evals" in result.stderr
-    assert package_files() == before and not (tmp_path / "out").exists()
 
 
 def test_input_and_output_override_a_recipe_file_relative_to_the_current_folder(tmp_path):
