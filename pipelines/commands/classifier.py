@@ -16,9 +16,10 @@ Score documents with the recipe stage `quality_classifier: {model: MODEL.bin}`."
 
 EXAMPLE = """example:
   refinery classifier train \\
-    --positive data/wikipedia/*.bz2 --positive-format wikipedia \\
+    --positive 'data/wikipedia/*.bz2' --positive-format wikipedia \\
     --positive data/instructions/alpaca_en_demo.json \\
-    --negative data/text/cc_en_head-*.jsonl.gz --negative data/warc/*.wet.gz --output quality.bin"""
+    --negative 'data/text/cc_en_head-*.jsonl.gz' --negative 'data/warc/*.wet.gz' --output quality.bin
+(quote globs: Refinery expands them, in sorted order, as a recipe's inputs; a shell would pass several paths)"""
 
 
 class _InputAction(argparse.Action):
@@ -67,8 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "(default %(default)s)")
     command.add_argument("--heldout", type=float, default=0.2, help="fraction held out for evaluation "
                          "(default %(default)s)")
-    command.add_argument("--threads", type=int, default=10, help="fastText training threads (default and minimum "
-                         "10: fastText 0.9.2 leaves part of its weights uninitialised with fewer)")
+    command.add_argument("--threads", type=int, default=10, help="fastText training threads (default 10). Fewer are "
+                         "raised to 10, whatever the machine's cores: fastText 0.9.2 fills its weights in ten blocks, "
+                         "one per thread, and with fewer threads part of them stays uninitialised")
     command.set_defaults(fn=run_train_command)
 
 

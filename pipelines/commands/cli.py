@@ -19,7 +19,7 @@ EPILOG = """examples:
   refinery report out/web-en                      (re)write a run's HTML report and dataset card
   refinery sql out/web-en "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
   refinery train --data out/web-en/tokens --out out/gpt-tiny   train the tiny GPT on a run's shards
-  refinery classifier train --positive wiki.xml.bz2 --negative crawl/*.wet.gz -o quality.bin   a quality classifier
+  refinery classifier train --positive wiki.xml.bz2 --negative 'crawl/*.wet.gz' -o quality.bin   a quality classifier
   refinery schema > recipe.schema.json            the JSON schema of recipes (for editors)
 """
 
@@ -225,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_fetch_arguments(fetch)
     fetch.set_defaults(fn=run_fetch)
 
-    schema = commands.add_parser("schema", help="print the JSON schema of recipes")
+    schema = commands.add_parser("schema", help="print the JSON schema of recipes", description=(
+        "Print the JSON schema of recipes, with every registered reader's options and every stage's parameters, "
+        "for editors: `refinery schema > recipe.schema.json`, then point your YAML editor at it (VS Code's YAML "
+        "extension: a `# yaml-language-server: $schema=recipe.schema.json` first line)."))
     schema.set_defaults(fn=_cmd_schema)
 
     tokens = commands.add_parser("tokens", help="inspect token shards", description=(
@@ -260,7 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=CLASSIFIER_DESCRIPTION)
     add_classifier_arguments(classifier)
 
-    demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples")
+    demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples", description=(
+        "Run the whole path on real samples bundled with Refinery (Common Crawl WARC pages, C4 and CCNet text, an "
+        "instruction set): refine them with the web recipe, write token shards, pretrain a tiny GPT on them, "
+        "instruction-tune it on SFT shards, evaluate both, and write each run's report and dataset card. A few "
+        "minutes on a laptop CPU; --train-steps 0 skips training."))
     demo.add_argument("--output", "-o", default="refinery-demo", help="where to put the run (default: %(default)s)")
     demo.add_argument("--workers", "-w", type=_positive_int, default=None, help="worker processes (default: all cores)")
     demo.add_argument("--force", action="store_true", help="start the demo run over")
