@@ -129,3 +129,14 @@ def test_every_command_explains_itself():
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name, parser in commands.choices.items():
         assert parser.description, f"`refinery {name} --help` has no description"
+
+
+def test_a_run_says_no_jargon_unless_asked_and_stats_lead_with_the_counts(data_dir, write_recipe):
+    recipe = write_recipe([{"path": str(data_dir / "text/c4_demo.jsonl")}], [{"minhash_dedup": {}}])
+    quiet = refinery("run", str(recipe), "-q", "--no-report")
+    assert quiet.returncode == 0 and "P(candidate)" not in quiet.stdout + quiet.stderr
+    assert quiet.stdout.startswith("read 300 records")
+    verbose = refinery("run", str(recipe), "-q", "-v", "--no-report", "--force")
+    assert "minhash_dedup: 16 bands × 6 rows; P(candidate)" in verbose.stderr
+    header = refinery("sql", str(recipe.parent / "out"), "SELECT * FROM stats", "--format", "csv").stdout
+    assert header.splitlines()[0].startswith('"stage","docs_in","kept","removed","quarantined",')

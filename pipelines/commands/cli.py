@@ -29,6 +29,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from refinery.pipelines.engine.executors import create_executor
     from refinery.pipelines.engine.run import describe_summary, run_recipe
 
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     loaded, note = resolve_recipe(args.recipe, args.input, args.output)
     if args.dry_run:
         text, ok = dry_run(loaded)
@@ -171,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "inputs and the stages' files at the same paths (shared storage)")
     run.add_argument("--force", action="store_true", help="delete the run folder and start over")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument("--verbose", "-v", action="store_true", help="also the stages' details (e.g. minhash_dedup's "
+                     "bands and the probability curve they give)")
     run.add_argument("--no-report", action="store_true",
                      help="skip the HTML report (RUN/report.html) after the run; the dataset card (RUN/README.md) is "
                           "still written. `refinery report RUN` writes both later")

@@ -91,7 +91,10 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
         con.register("tokens", _dataset(tokens, ds.partitioning(pa.schema([split])), root / "tokens", split))
     if _files(root, "stats/*.json"):  # a few small files: read now, while DuckDB may still open files
         source = _quoted(root / "stats" / "*.json")
-        con.execute(f"CREATE TABLE stats AS SELECT * FROM read_json({source}, union_by_name=true) ORDER BY position")
+        # The counts a newcomer looks for first; the rest in the files' order.
+        first = "stage, docs_in, kept, removed, quarantined"
+        con.execute(f"CREATE TABLE stats AS SELECT {first}, * EXCLUDE ({first}) FROM read_json({source}, "
+                    "union_by_name=true) ORDER BY position")
     for setting, value in _LOCKDOWN:
         con.execute(f"SET {setting} = {value}")
     return con

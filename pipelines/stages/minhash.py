@@ -6,7 +6,7 @@ pipelines/neardup/resolve.py) → apply (per task). The machinery lives in pipel
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,8 @@ class MinhashDedup(GlobalStage):
         settings = resolve.Settings(bands=self.bands, rows=self.rows, threshold=self.config.threshold,
                                     verify=self.config.verify, by_score=self.config.keep != "first",
                                     memory_limit=self.config.memory_limit)
-        print(lsh.describe(self.bands, self.rows, self.config.threshold), file=sys.stderr)
+        # Detail for who asks (`refinery run -v`); the report and work/minhash_dedup/lsh.json keep it too.
+        logging.getLogger("refinery").info(lsh.describe(self.bands, self.rows, self.config.threshold))
         resolve.run(collected_files, workdir, settings)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, tuple[Any, ...]]:
