@@ -40,7 +40,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--grad-accum", "grad_accum", dict(type=int, help="micro-batches per optimizer step")),
     ("--seq-len", "seq_len", dict(type=int)),
     ("--lr", "lr", dict(type=float, help="peak learning rate")),
-    ("--device", "device", dict(help="auto (default), cpu, cuda, mps")),
+    ("--device", "device", dict(help="auto (default: cuda when present), cpu, cuda, cuda:1, mps")),
     ("--seed", "seed", dict(type=int)),
 ]
 

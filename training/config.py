@@ -156,6 +156,17 @@ def resumed_run_options(resume: str, out: str | None) -> tuple[dict[str, Any], s
     return values, str(folder / "config.json")
 
 
+BUNDLED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def bundled_config(path: Path) -> Path:
+    """`path` itself when it is a file; else the shipped config of that name (`gpt` or `gpt.yaml`), if any."""
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = BUNDLED_CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    return shipped if shipped.is_file() else path
+
+
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                       given_as: dict[str, str] | None = None) -> TrainConfig:
     """Read a YAML config (paths relative to its folder) and apply overrides ('model_args.dropout' reaches inside).
@@ -173,9 +184,10 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
                               f"{Path.cwd()}; run the command from the folder the training started in, or add "
                               "--data FOLDER")
     if path is not None:
-        path = Path(path)
+        path = bundled_config(Path(path))
         if not path.exists():
-            raise ConfigError(f"training config {path} does not exist")
+            shipped = ", ".join(sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml")))
+            raise ConfigError(f"training config {path} does not exist (the configs Refinery ships: {shipped})")
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a training config is a mapping of options (data: …, out: …)")

@@ -33,7 +33,8 @@ EXPORT_DESCRIPTION = (
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a training output folder (its latest), OUT/latest or OUT/step-N")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    # The same default as `refinery train`: this process's GPU when there is one, else the CPU.
+    parser.add_argument("--device", default="auto", help="auto (default: cuda when present), cpu, cuda, cuda:1, mps")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,8 +83,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace):
     from refinery.tokenization.tokenizer import load_tokenizer
     from refinery.training.checkpoint import load_checkpoint, read_config
+    from refinery.training.ddp import pick_device
 
-    model, _, tokenizer_path = load_checkpoint(args.checkpoint, args.device)
+    model, _, tokenizer_path = load_checkpoint(args.checkpoint, pick_device(args.device))
     return model, load_tokenizer(tokenizer_path), read_config(args.checkpoint)[1]
 
 
