@@ -39,6 +39,9 @@ def test_demo_runs_and_says_what_to_try(demo_run):
     replies = re.findall(r"validation perplexity: web text [\d.]+, assistant replies ([\d.]+)", result.stdout)
     assert len(replies) == 2 and float(replies[1]) < float(replies[0])  # tuning helped on its own kind of text
     assert "answers: " in result.stdout
+    assert "perplexity is e to the loss" in result.stdout  # what the numbers mean, for a newcomer
+    for command in ("refinery generate", "refinery eval", "refinery export"):  # what to do with the models
+        assert f"  {command} {out}" in result.stdout
 
 
 def test_sql_formats(demo_run, tmp_path):

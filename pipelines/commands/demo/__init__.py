@@ -76,6 +76,9 @@ def run_demo(output: Path, workers: int | None = None, force: bool = False, trai
         print("evaluation:")
         print(_evaluate(output / "model", output / "model-sft", output / "tokens", sft_dir / "tokens",
                         "Who are you?"))
+        print("(a loss is nats per token; perplexity is e to the loss, the number of tokens the model hesitates "
+              "between. The unigram baseline is the loss of a model that ignores context: below it, the model "
+              "has learned from context. A tiny model on a few hundred pages stays far from fluent.)")
     print(f"\nrecipes: {RECIPE}, {SFT_RECIPE}")
     print("try:")
     print(f'  refinery sql {output} "SELECT stage, reason, count(*) AS docs FROM removed GROUP BY ALL ORDER BY ALL"')
@@ -85,6 +88,11 @@ def run_demo(output: Path, workers: int | None = None, force: bool = False, trai
     print(f"  refinery sql {output}            # lists every view and its columns")
     print(f"  refinery tokens inspect {output / 'tokens'}")
     print(f"  refinery plan {RECIPE}        # the passes the engine ran")
+    if train_steps:
+        tuned, pretrained = output / "model-sft", output / "model"
+        print(f'  refinery generate {tuned} "What is a web crawl?"     # ask the instruction-tuned model')
+        print(f"  refinery eval {pretrained} --data {output / 'tokens'}   # perplexity on the validation shards")
+        print(f"  refinery export {tuned} {output / 'hf'}   # Hugging Face Llama format, with a model card")
     # Last, after training, so that the reports draw the models' loss curves (each finds the model trained on its
     # shards beside it).
     sft_outputs = write_outputs(sft_dir).replace("\n", "; ")
