@@ -89,14 +89,15 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def remove_path(path: Path) -> None:
-    """Remove a temp file or temp folder (never following a symbolic link out of it)."""
+def remove_path(path: Path, ignore_errors: bool = True) -> None:
+    """Remove a file or folder, never following a symbolic link out of it (a link is unlinked). Temp files are
+    removed quietly; a caller that must know the path is gone passes ignore_errors=False."""
     if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=ignore_errors)
     elif path.is_dir():
         import shutil
 
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 def remove_temp_files(root: str | Path) -> int:

@@ -15,10 +15,9 @@ Writes go through refinery.corpora.atomic (temp name, flush, rename), so cleanup
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-from refinery.corpora.atomic import remove_temp_files
+from refinery.corpora.atomic import remove_path, remove_temp_files
 from refinery.tokenization.shards import TokenLayout
 
 
@@ -95,10 +94,7 @@ class RunLayout:
         if not self.is_run():
             raise ValueError(f"{self.root} is not a Refinery run (no manifest.json): nothing to delete")
         for entry in self.entries():
-            if entry.is_symlink() or entry.is_file():
-                entry.unlink()
-            elif entry.is_dir():
-                shutil.rmtree(entry)  # does not follow links inside the tree
+            remove_path(entry, ignore_errors=False)
 
     def remove_temp_files(self) -> int:
         """Delete temp files a killed run left behind (they never carry a real name)."""
