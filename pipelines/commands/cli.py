@@ -283,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors whose message is written for the user. Imported only once one happened (the module that raised
+    it is loaded by then), so that starting a command never pays for modules it does not use."""
     from refinery.corpora.fetch import FetchError
     from refinery.corpora.readers import InputError
     from refinery.pipelines.commands.run_facts import ReportError
@@ -294,16 +296,22 @@ def main(argv: list[str] | None = None) -> int:
     from refinery.tokenization.reader import ShardError
     from refinery.tokenization.tokenizer import TokenizerError
 
+    return (RecipeError, InputError, RunError, TaskFailed, SqlError, ShardError, TokenizerError, FetchError,
+            ReportError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (RecipeError, InputError, RunError, TaskFailed, SqlError, ShardError, TokenizerError, FetchError,
-            ReportError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
