@@ -133,22 +133,72 @@ def plan_input(
     format: str | None = None,
     source: str | None = None,
     options: Mapping[str, Any] | None = None,
+    limit: int | None = None,
 ) -> list[ReadTask]:
     """Expand one input into read tasks, each file read by its reader (`format`, else inferred per file)
-    with `options` validated by that reader, large files split into ranges by the reader's `plan`."""
+    with `options` validated by that reader, large files split into ranges by the reader's `plan`.
+
+    With a `limit`, each file is one task that reads only the file's first `limit` records: the first records of
+    a file are those of its first range, so a split would only add tasks that read nothing."""
     tasks = []
     for path in expand_paths(pattern, base_dir):
         fmt = format or infer_format(path)
         validated = reader_options(fmt, options or {}, path)
         label = source or default_source(path)
-        ranges = READERS[fmt]().plan(path, task_size, validated)
-        tasks.extend(ReadTask(fmt, path, label, start, end, validated) for start, end in ranges)
+        ranges = [(0, None)] if limit is not None else READERS[fmt]().plan(path, task_size, validated)
+        tasks.extend(ReadTask(fmt, path, label, start, end, validated, limit) for start, end in ranges)
     return tasks
 
 
 def read_task(task: ReadTask, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[ReadBatch]:
-    """Stream the Document batches of one task (quarantined records ride along in each batch)."""
-    yield from READERS[task.format]().read(task, batch_rows)
+    """Stream the Document batches of one task (quarantined records ride along in each batch); a task with a
+    `limit` stops after that many records."""
+    reader = READERS[task.format]()
+    if task.limit is None:
+        yield from reader.read(task, batch_rows)
+    else:
+        yield from _first_records(reader, task, batch_rows, task.limit)
+
+
+def _first_records(reader: Reader, task: ReadTask, batch_rows: int, limit: int) -> Iterator[ReadBatch]:
+    """The task's first `limit` records (documents and quarantined ones; skipped ones do not count), exactly.
+
+    Batches of at most `limit` rows end where the limit does for readers that put one row per record in a batch.
+    A batch that holds records past the limit is cut: its documents alone keep their order, so one that also holds
+    quarantined or skipped records is read again, one record at a time, from the record after the last one taken.
+    """
+    taken = 0
+    for batch in reader.read(task, min(batch_rows, limit)):
+        if taken + batch.records > limit:
+            break
+        yield batch
+        taken += batch.records
+        if taken == limit:
+            return
+    else:
+        return  # the file has no more records than the limit
+    if not batch.quarantined.num_rows and not batch.skipped:
+        yield _records_of(batch, 0, limit - taken)
+        return
+    seen = 0
+    for single in reader.read(task, 1):
+        if seen + single.records > taken:
+            skip = max(0, taken - seen)
+            yield _records_of(single, skip, min(single.records - skip, limit - max(seen, taken)))
+        seen += single.records
+        if seen >= limit:
+            return
+
+
+def _records_of(batch: ReadBatch, skip: int, count: int) -> ReadBatch:
+    """`count` records of a batch after its first `skip`: documents first, then quarantined ones (a batch does not
+    keep their order between the two; only a reader that reads several records at once has more than one)."""
+    if skip == 0 and count == batch.records:
+        return batch
+    docs = batch.documents.slice(skip, count)
+    quarantined_skip = max(0, skip - batch.documents.num_rows)
+    quarantined = batch.quarantined.slice(quarantined_skip, count - docs.num_rows)
+    return ReadBatch(docs, quarantined, docs.num_rows + quarantined.num_rows)
 
 
 # Modules that hold only helpers (base, lines, rows, warc_framing) register nothing; importing them is harmless.

@@ -50,6 +50,7 @@ class ReadTask:
     start: int = 0
     end: int | None = None  # exclusive; None = to the end
     options: ReaderOptions = field(default_factory=ReaderOptions)  # validated by the reader's Options
+    limit: int | None = None  # read only the first `limit` records (documents + quarantined); None = all
 
     def to_dict(self) -> dict[str, Any]:
         """The task as JSON values (for the run's manifest)."""

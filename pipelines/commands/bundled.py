@@ -50,8 +50,9 @@ def find_bundled(name: str) -> Bundled | None:
     return next((r for r in bundled_recipes() if r.name == name), None)
 
 
-def resolve_recipe(argument: str, inputs: list[str], output: str | None) -> tuple[LoadedRecipe, str | None]:
-    """The recipe a `refinery run` argument names, with --input and --output applied; and, for a bundled
+def resolve_recipe(argument: str, inputs: list[str], output: str | None,
+                   limit: int | None = None) -> tuple[LoadedRecipe, str | None]:
+    """The recipe a `refinery run` argument names, with --input, --output and --limit applied; and, for a bundled
     recipe run by name without --output, a line saying where it writes."""
     bundled = None if Path(argument).is_file() else find_bundled(argument)
     if bundled is None and not Path(argument).exists():
@@ -67,7 +68,7 @@ def resolve_recipe(argument: str, inputs: list[str], output: str | None) -> tupl
     labels = [(path, f"--input '{path}'") for path in inputs]
     if output is not None and not output.strip():
         raise RecipeError("--output: give a folder, e.g. --output out/web")
-    return with_overrides(loaded, labels or None, output), note
+    return with_overrides(loaded, labels or None, output, limit=limit), note
 
 
 def _shown(path: str) -> str:
@@ -78,11 +79,13 @@ def dry_run(loaded: LoadedRecipe) -> tuple[str, bool]:
     """The plan (as `refinery plan` prints it) and the files each input would read; whether every input planned."""
     from refinery.pipelines.commands import plan_view
 
-    lines = [plan_view.to_text(plan_view.plan_recipe(loaded)), "", "would read"]
+    limit = loaded.recipe.limit
+    lines = [plan_view.to_text(plan_view.plan_recipe(loaded)), "",
+             "would read" + (f" the first {limit:,} records of each file (--limit)" if limit else "")]
     ok = True
     for index, spec in enumerate(loaded.recipe.inputs):
         try:
-            tasks = spec.plan(loaded.base_dir, loaded.recipe.task_size)
+            tasks = loaded.plan_input(index)
         except InputError as err:
             lines.append(f"  {loaded.input_location(index)}: {err}")
             ok = False

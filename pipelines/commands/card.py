@@ -70,10 +70,11 @@ def card_text(facts: RunFacts) -> str:
     stage_names = ", ".join(f"`{s.key}`" for s in facts.stages[1:]) or "none"
     removed = sum(s.removed for s in facts.stages)
     tokens = facts.token_splits()
+    read_only = f" (only {_read_only(manifest)})" if _read_only(manifest) else ""
     parts = [
         "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---", MARKER, f"# {name}",
         f"{final.kept:,} documents ({fmt_bytes(final.bytes_out)} of UTF-8 text) kept from {read.docs_in:,} records "
-        f"read from {len(manifest['inputs'])} input files, made by the Refinery recipe "
+        f"read from {len(manifest['inputs'])} input files{read_only}, made by the Refinery recipe "
         f"`{name}` with the stages {stage_names}. {removed:,} documents were removed (each with its reason, in "
         f"`removed/`) and {read.quarantined:,} unreadable records quarantined (in `quarantine/`): "
         f"read = kept + removed + quarantined.",
@@ -137,9 +138,17 @@ def _licence(meta: dict[str, Any]) -> str:
             "before you redistribute this dataset or train on it.")
 
 
+def _read_only(manifest: dict[str, Any]) -> str | None:
+    """What a run read of its inputs when it did not read them whole (`refinery run --limit N`)."""
+    limit = manifest["recipe"].get("limit")
+    return f"the first {limit:,} records of each, a quick look made with --limit {limit}" if limit else None
+
+
 def _limitations(facts: RunFacts) -> list[str]:
     names = {s.name for s in facts.stages}
-    lines = ["The filters are heuristics with fixed thresholds (see the recipe): they remove some good documents "
+    read_only = _read_only(facts.manifest)
+    lines = [f"Not the whole input: the run read only {read_only}."] if read_only else []
+    lines += ["The filters are heuristics with fixed thresholds (see the recipe): they remove some good documents "
              "and keep some bad ones; `report.html` shows each signal against its threshold."]
     if "langid" in names:
         lines.append("Language labels come from fastText lid.176, which errs on short and mixed-language texts.")

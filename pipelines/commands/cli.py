@@ -33,7 +33,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    loaded, note = resolve_recipe(args.recipe, args.input, args.output)
+    loaded, note = resolve_recipe(args.recipe, args.input, args.output, args.limit)
     if args.dry_run:
         text, ok = dry_run(loaded)
         print(text)
@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "for a bundled recipe run by name: ./out/NAME)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan and the files each input would read; write nothing")
+    run.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                     help="a quick look before a long run: read only the first N records of each input file (every "
+                          "file that --input or the recipe names, in its own order; a record is a document or an "
+                          "unreadable record, not one skipped by design such as a WARC request). The run folder "
+                          "remembers N: the same folder without --limit (or with another N) is refused, so use "
+                          "--force or another --output for the full run (default: every record)")
     run.add_argument("--workers", "-w", type=_positive_int, default=None,
                      help="worker processes (default: all cores); with --executor ray, tasks in flight (default: "
                           "the cluster's CPUs)")

@@ -85,6 +85,7 @@ class Plan:
     passes: list[PassNode]
     removing_stages: list[str]
     globals: list[tuple[str, str]]  # (stage key, its phases in words)
+    limit: int | None = None  # only the first `limit` records of each input file are read
 
     @property
     def tasks(self) -> int:
@@ -142,10 +143,10 @@ def _writes(segment: Segment) -> str:
 
 
 def _plan(name: str, source: str, output: str, task_size: int, inputs: list[InputNode],
-          stages: list[StageSpec]) -> Plan:
+          stages: list[StageSpec], limit: int | None) -> Plan:
     passes, phases = _passes(stages)
     removing = [s.key for s in stages if STAGES[s.name].kind == "map" or getattr(STAGES[s.name], "applies", False)]
-    return Plan(name, source, output, task_size, inputs, passes, removing, phases)
+    return Plan(name, source, output, task_size, inputs, passes, removing, phases, limit)
 
 
 def plan_recipe(loaded: LoadedRecipe) -> Plan:
@@ -153,14 +154,14 @@ def plan_recipe(loaded: LoadedRecipe) -> Plan:
     inputs = []
     for index, spec in enumerate(loaded.recipe.inputs):
         try:
-            tasks = spec.plan(loaded.base_dir, loaded.recipe.task_size)
+            tasks = loaded.plan_input(index)
         except InputError as err:
             inputs.append(InputNode(spec.path, [], 0, 0, f"{loaded.input_location(index)}: {err}"))
             continue
         formats = sorted({t.format for t in tasks})
         inputs.append(InputNode(spec.path, formats, len({t.path for t in tasks}), len(tasks)))
     return _plan(loaded.recipe.name, loaded.source_file, str(loaded.output_dir), loaded.recipe.task_size, inputs,
-                 loaded.stages)
+                 loaded.stages, loaded.recipe.limit)
 
 
 def plan_run(manifest: dict[str, Any], output: str) -> Plan:
@@ -173,7 +174,8 @@ def plan_run(manifest: dict[str, Any], output: str) -> Plan:
     inputs = [InputNode(f"{fmt} input", [fmt], len({t["path"] for t in tasks}), len(tasks))
               for fmt, tasks in by_format.items()]
     recipe = manifest["recipe"]
-    return _plan(manifest["name"], manifest.get("recipe_file", ""), output, recipe["task_size"], inputs, stages)
+    return _plan(manifest["name"], manifest.get("recipe_file", ""), output, recipe["task_size"], inputs, stages,
+                 recipe.get("limit"))
 
 
 def _describe_input(node: InputNode) -> str:
@@ -185,8 +187,9 @@ def _describe_input(node: InputNode) -> str:
 
 def to_text(plan: Plan) -> str:
     """The plan as aligned plain text."""
-    lines = [f"plan of {plan.name}  (recipe {plan.source} → output {plan.output})", "",
-             f"inputs  {plan.tasks:,} read tasks of at most {fmt_bytes(plan.task_size)}"]
+    tasks = (f"{plan.tasks:,} read tasks of at most {fmt_bytes(plan.task_size)}" if plan.limit is None else
+             f"{plan.tasks:,} read tasks, one per file, each reading its first {plan.limit:,} records (--limit)")
+    lines = [f"plan of {plan.name}  (recipe {plan.source} → output {plan.output})", "", f"inputs  {tasks}"]
     width = max((len(i.label) for i in plan.inputs), default=0)
     lines += [f"  {i.label:{width}}  {_describe_input(i)}" for i in plan.inputs]
     for node in plan.passes:

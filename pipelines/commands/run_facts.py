@@ -354,7 +354,7 @@ def recipe_yaml(manifest: dict[str, Any]) -> str:
         flat = {"path": entry.pop("path"), **entry, **options}
         inputs.append({k: v for k, v in flat.items() if v not in (None, {}, [])})
     ordered = {"name": recipe.pop("name"), "inputs": inputs, "stages": recipe.pop("stages"),
-               "output": recipe.pop("output"), **recipe}
+               "output": recipe.pop("output"), **{k: v for k, v in recipe.items() if v is not None}}
     return yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True, width=100)
 
 

@@ -78,9 +78,10 @@ class InputSpec(BaseModel):
                 for key, message in errors])
         return {**entry, "options": options}
 
-    def plan(self, base_dir: Path, task_size: int) -> list[ReadTask]:
-        """The input's read tasks: its files (relative to base_dir), each read by its reader."""
-        return plan_input(self.path, base_dir, task_size, self.format, self.source, self.options)
+    def plan(self, base_dir: Path, task_size: int, limit: int | None = None) -> list[ReadTask]:
+        """The input's read tasks: its files (relative to base_dir), each read by its reader (with a `limit`,
+        one task per file that reads its first `limit` records)."""
+        return plan_input(self.path, base_dir, task_size, self.format, self.source, self.options, limit)
 
 
 def _input_errors(entry: dict[str, Any], options: dict[str, Any]) -> list[tuple[str, str]]:
@@ -129,6 +130,10 @@ class Recipe(BaseModel):
         "32MB", validate_default=True, description="input bytes per task; large files are split"
     )
     batch_rows: int = Field(4096, ge=1, description="documents per batch inside a task")
+    limit: int | None = Field(
+        None, ge=1, description="read only the first N records of each input file, in file order (a quick look; "
+                                "each file is then one task); default: every record"
+    )
 
     @field_validator("task_size")
     @classmethod
@@ -155,6 +160,11 @@ class LoadedRecipe(BaseModel):
             return self.input_labels[index]
         line = self.input_lines[index] if index < len(self.input_lines) else None
         return f"{self.source_file}:{line}" if line else self.source_file
+
+    def plan_input(self, index: int) -> list[ReadTask]:
+        """The read tasks of input `index`, as a run reads them (InputError when it cannot be planned)."""
+        spec = self.recipe.inputs[index]
+        return spec.plan(self.base_dir, self.recipe.task_size, self.recipe.limit)
 
     @property
     def output_dir(self) -> Path:
@@ -263,8 +273,8 @@ def input_spec(entry: dict[str, Any], where: str) -> InputSpec:
 
 
 def with_overrides(loaded: LoadedRecipe, inputs: list[tuple[str, str]] | None = None,
-                   output: str | None = None, cwd: Path | None = None) -> LoadedRecipe:
-    """The recipe with its inputs and/or output replaced by ones given on a command line.
+                   output: str | None = None, cwd: Path | None = None, limit: int | None = None) -> LoadedRecipe:
+    """The recipe with its inputs, output and/or limit replaced by ones given on a command line.
 
     `inputs` are (path, label) pairs, the label naming the flag in errors ("--input 'crawl/*.warc.gz'"); each is
     validated as a recipe input (format inferred from the name) and must match a file. Relative paths start at
@@ -292,6 +302,8 @@ def with_overrides(loaded: LoadedRecipe, inputs: list[tuple[str, str]] | None = 
     if output is not None:
         remote = storage.local_path(output) is None
         update["output"] = output if remote or Path(output).is_absolute() else str(cwd / output)
+    if limit is not None:
+        update["limit"] = limit
     if not update:
         return loaded
     recipe = loaded.recipe.model_copy(update=update)

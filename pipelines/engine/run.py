@@ -48,15 +48,16 @@ class RunSummary:
     quarantined: int
     seconds: float
     resumed_tasks: int
+    limit: int | None = None  # the run read only the first `limit` records of each input file
 
 
 def plan_tasks(loaded: LoadedRecipe) -> list[ReadTask]:
     """Every input expanded into read tasks, in recipe order then file order then range order."""
     tasks: list[ReadTask] = []
     problems = []  # every input's problem at once, not one per run
-    for index, spec in enumerate(loaded.recipe.inputs):
+    for index in range(len(loaded.recipe.inputs)):
         try:
-            tasks += spec.plan(loaded.base_dir, loaded.recipe.task_size)
+            tasks += loaded.plan_input(index)
         except InputError as err:
             problems.append(f"{loaded.input_location(index)}: {err}")
     if problems:
@@ -122,7 +123,9 @@ def _prepare(loaded: LoadedRecipe, context: RunContext) -> tuple[list[ReadTask],
 
 def _fingerprint(loaded: LoadedRecipe, inputs: list[dict[str, Any]], resources: list[dict[str, str]]) -> str:
     """What decides the output: the recipe (less its output folder), the input files and the stages' files."""
-    recipe = loaded.recipe.model_dump(exclude={"output", "name", "stages"})  # stages: validated, below
+    # stages: validated, below. A run without a limit keeps the fingerprint it had before limits existed.
+    recipe = loaded.recipe.model_dump(exclude={"output", "name", "stages"} | ({"limit"} if loaded.recipe.limit is None
+                                                                              else set()))
     stages = [{"name": s.name, "config": s.config.model_dump(exclude=set(s.config.outside_fingerprint))}
               for s in loaded.stages]
     blob = json.dumps({"recipe": recipe, "stages": stages, "inputs": inputs, "resources": resources},
@@ -146,8 +149,9 @@ def _open_manifest(
             )
         if manifest.get("fingerprint") != fingerprint:
             raise RunError(
-                f"{layout.root} holds a run of a different recipe or different inputs; "
-                "rerun with --force to start it over, or set another `output:`"
+                f"{layout.root} holds a run of a different recipe or different inputs"
+                f"{_limit_change(manifest.get('recipe', {}).get('limit'), loaded.recipe.limit)}; "
+                "rerun with --force to start it over, or set another `output:` (--output DIR)"
             )
         return manifest
     return {
@@ -164,6 +168,16 @@ def _open_manifest(
         "phases": {},
         "status": "running",
     }
+
+
+def records_read(limit: int | None) -> str:
+    """How much of each input a run reads, in words."""
+    return "every record" if limit is None else f"the first {limit:,} records of each input file"
+
+
+def _limit_change(before: int | None, now: int | None) -> str:
+    """Why a rerun differs when only --limit changed (a limited run is no full run, nor another limit's run)."""
+    return "" if before == now else f" (it read {records_read(before)}; this run reads {records_read(now)})"
 
 
 def _describe(job: TaskJob) -> str:
@@ -329,6 +343,7 @@ def _run(
         quarantined=totals["read"]["quarantined"],
         seconds=time.perf_counter() - started,
         resumed_tasks=resumed,
+        limit=loaded.recipe.limit,
     )
 
 
@@ -337,6 +352,8 @@ def describe_summary(summary: RunSummary) -> str:
     lines = [
         f"read {summary.read:,} records → kept {summary.kept:,}, removed {summary.removed:,}, "
         f"quarantined {summary.quarantined:,}" + ("" if ok else "  (counts do NOT reconcile: please report)"),
+        *([f"limited to the first {summary.limit:,} records of each input: a quick look, not the whole data "
+           "(for all of it, rerun without --limit, with --force or another --output)"] if summary.limit else []),
         f"output: {summary.run_dir}  ({summary.seconds:.1f}s"
         + (f", {summary.resumed_tasks} tasks already done" if summary.resumed_tasks else "")
         + ")",
