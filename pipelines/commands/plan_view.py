@@ -19,7 +19,7 @@ from refinery.corpora.readers import InputError
 from refinery.pipelines.commands.charts import SVG_NS, fmt_bytes
 from refinery.pipelines.engine.layout import RunLayout
 from refinery.pipelines.engine.recipe import LoadedRecipe, StageSpec
-from refinery.pipelines.engine.segments import Segment, plan_segments
+from refinery.pipelines.engine.segments import Segment, pass_words, plan_segments
 from refinery.pipelines.stages import STAGES, StageConfig
 
 # Paths relative to the run folder, named by RunLayout (the only code that knows the layout).
@@ -58,6 +58,7 @@ class PassNode:
     number: int  # 1-based, as the progress bar names passes
     reads: str
     writes: str
+    words: str = ""  # what it does in plain words, as the progress bar says it ("read, extract text, ...")
     apply: str | None = None
     maps: list[str] = field(default_factory=list)
     collect: str | None = None
@@ -113,7 +114,8 @@ def _passes(stages: list[StageSpec]) -> tuple[list[PassNode], list[tuple[str, st
     passes, phases = [], {}
     for segment in segments:
         number = segment.index + 1
-        node = PassNode(number, _reads(segment, by_index), _writes(segment), maps=[m.key for m in segment.maps],
+        node = PassNode(number, _reads(segment, by_index), _writes(segment), pass_words(segment),
+                        maps=[m.key for m in segment.maps],
                         apply=segment.head.key if segment.head else None,
                         collect=segment.tail.key if segment.tail else None)
         if segment.head:
@@ -192,6 +194,8 @@ def to_text(plan: Plan) -> str:
     lines = [f"plan of {plan.name}  (recipe {plan.source} → output {plan.output})", "", f"inputs  {tasks}"]
     width = max((len(i.label) for i in plan.inputs), default=0)
     lines += [f"  {i.label:{width}}  {_describe_input(i)}" for i in plan.inputs]
+    lines += ["", "passes  (as the progress bar names them)"]
+    lines += [f"  {node.number}/{len(plan.passes)}  {node.words}" for node in plan.passes]
     for node in plan.passes:
         lines += ["", f"pass {node.number}  reads {node.reads} → writes {node.writes}"]
         lines += [f"        {verb:8} {what}" for verb, what in node.steps()]

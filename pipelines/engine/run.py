@@ -17,6 +17,7 @@ from refinery.corpora.atomic import read_json, write_json
 from refinery.corpora.readers import InputError, ReadTask, document_schema
 from refinery.pipelines.engine.executors import Executor, create_executor
 from refinery.pipelines.engine.layout import RunLayout, RunLock, RunLocked
+from refinery.pipelines.engine.progress import PassProgress, input_bytes_per_task
 from refinery.pipelines.engine.recipe import LoadedRecipe
 from refinery.pipelines.engine.segments import (
     FinishJob,
@@ -183,7 +184,7 @@ def _limit_change(before: int | None, now: int | None) -> str:
 def _describe(job: TaskJob) -> str:
     read = job.read
     span = f", bytes/rows {read.start}-{read.end if read.end is not None else 'end'}" if read.start or read.end else ""
-    # "pass N" as the progress bar names it.
+    # "pass N" as the progress bar names it ("pass N/M: what it does").
     return f"task {job.task_index} of pass {job.segment + 1} ({read.path}{span})"
 
 
@@ -191,16 +192,12 @@ def _describe_finish(job: FinishJob) -> str:
     return f"partition {job.partition} of {job.stage.key}'s finish"
 
 
-def _run_segment(segment: Segment, jobs: list[TaskJob], layout: RunLayout, executor: Executor, show: bool) -> int:
+def _run_segment(segment: Segment, passes: int, jobs: list[TaskJob], layout: RunLayout, executor: Executor,
+                 task_bytes: list[int], limit: int | None, show: bool) -> int:
     pending = [j for j in jobs if not layout.segment_done(segment.index, j.task_index).exists()]
-    names = [k for k in segment.stage_keys] + ([f"{segment.tail.key} collect"] if segment.tail else [])
-    label = f"pass {segment.index + 1}" + (f" ({', '.join(names)})" if names else "")
-    with tqdm(desc=label, unit=" docs", disable=None if show else True, dynamic_ncols=True, mininterval=0.5) as bar:
-        bar.set_postfix_str(f"tasks {len(jobs) - len(pending)}/{len(jobs)}")
-        done = len(jobs) - len(pending)
-        for _job, _result in executor.map(run_task, pending, bar.update, _describe):
-            done += 1
-            bar.set_postfix_str(f"tasks {done}/{len(jobs)}")
+    with PassProgress(segment, passes, jobs, pending, layout, task_bytes, limit, show) as progress:
+        for job, result in executor.map(run_task, pending, progress.read, _describe):
+            progress.task_done(job, result)
     return len(jobs) - len(pending)
 
 
@@ -221,8 +218,10 @@ def _finish(segment: Segment, layout: RunLayout, manifest: dict, context: RunCon
         jobs = [FinishJob(str(layout.root), spec, str(context.recipe_dir), p, [str(f) for f in files])
                 for p in range(stage.partitions)]
         pending = [job for job in jobs if not job.marker(layout).is_file()]
-        with tqdm(desc=f"{spec.key} finish", total=len(jobs), initial=len(jobs) - len(pending), unit=" partitions",
-                  disable=None if show else True, dynamic_ncols=True, mininterval=0.5) as bar:
+        # Named as the pass before it names its collect ("find duplicates"), which this finishes.
+        words = STAGES[spec.name].collect_does or f"{spec.key} finish"
+        with tqdm(desc=f"{words} ({spec.key}, by partition)", total=len(jobs), initial=len(jobs) - len(pending),
+                  unit=" partitions", disable=None if show else True, dynamic_ncols=True, mininterval=0.5) as bar:
             for _job, _result in executor.map(run_finish, pending, bar.update, _describe_finish):
                 pass
     else:
@@ -313,6 +312,7 @@ def _run(
 ) -> RunSummary:
     segments = plan_segments(loaded.stages)
     schema = document_schema(task.format for task in tasks)
+    task_bytes = input_bytes_per_task(tasks, manifest["inputs"])
     resumed = 0
     if manifest["status"] != "complete":
         for segment in segments:
@@ -321,7 +321,8 @@ def _run(
                         str(loaded.base_dir))
                 for i, task in enumerate(tasks)
             ]
-            resumed += _run_segment(segment, jobs, layout, executor, progress)
+            resumed += _run_segment(segment, len(segments), jobs, layout, executor, task_bytes, loaded.recipe.limit,
+                                    progress)
             manifest["phases"][f"segment-{segment.index}"] = "done"
             write_json(layout.manifest, manifest)
             if segment.tail is not None:

@@ -78,6 +78,18 @@ def plan_segments(stages: list[StageSpec]) -> list[Segment]:
     return segments
 
 
+def pass_words(segment: Segment) -> str:
+    """What a pass does to the documents, in the stages' plain words, each said once: "read, extract text, filter by
+    quality, find duplicates" (the progress bar's and the plan's name of the pass)."""
+    words = ["read"] if segment.source is None else []
+    if segment.head is not None:
+        words.append(STAGES[segment.head.name].does or f"apply {segment.head.name}")
+    words += [STAGES[spec.name].does or spec.name.replace("_", " ") for spec in segment.maps]
+    if segment.tail is not None:
+        words.append(STAGES[segment.tail.name].collect_does or f"collect for {segment.tail.name}")
+    return ", ".join(dict.fromkeys(words))
+
+
 @dataclass(frozen=True)
 class TaskJob:
     """Everything a worker process needs to run one task of one segment (picklable)."""
@@ -118,7 +130,8 @@ def _ordinals(task_index: int, start: int, count: int) -> pa.Array:
     return pa.array(range(first, first + count), pa.int64())
 
 
-def _input_part(job: TaskJob, layout: RunLayout, segment: Segment) -> Path:
+def input_part(job: TaskJob, layout: RunLayout, segment: Segment) -> Path:
+    """The part of an earlier pass that a task of `segment` reads (a segment that does not read the inputs)."""
     source = plan_segments(job.stages)[segment.source]
     return task_output(layout, source, job.task_index)
 
@@ -129,7 +142,7 @@ def _batches(job: TaskJob, layout: RunLayout, segment: Segment) -> Iterator[Read
             batch.documents = conform(batch.documents, job.document_schema)
             yield batch
         return
-    previous = pq.ParquetFile(_input_part(job, layout, segment))
+    previous = pq.ParquetFile(input_part(job, layout, segment))
     for batch in previous.iter_batches(batch_size=job.batch_rows):
         docs = pa.Table.from_batches([batch])
         yield ReadBatch(docs, QUARANTINE_SCHEMA.empty_table(), docs.num_rows)
@@ -303,7 +316,7 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     chain = _Chain(segment, job, layout)
     collector = _Collector(segment, job, layout) if segment.tail else None
     input_schema = job.document_schema if segment.source is None else pq.read_schema(
-        _input_part(job, layout, segment))
+        input_part(job, layout, segment))
     output = task_output(layout, segment, job.task_index)
     kept_writer = AtomicParquetWriter(output, chain.output_schema(input_schema)) if segment.writes_documents else None
     removed = _RemovedWriters(layout, job.task_index)

@@ -71,6 +71,9 @@ class Stage:
     name: ClassVar[str]
     kind: ClassVar[str]
     Config: ClassVar[type[StageConfig]] = StageConfig
+    # What the stage does to documents, in a few plain words, for the progress bar of its pass ("pass 1/3: read,
+    # extract text, find duplicates"); empty: its name. A global stage's is what its apply does.
+    does: ClassVar[str] = ""
 
     def __init__(self, config: StageConfig, context: RunContext = DEFAULT_CONTEXT):
         self.config = config
@@ -119,6 +122,8 @@ class GlobalStage(Stage):
     """
 
     kind = "global"
+    # What its collect phase is for, in a few plain words ("find duplicates"); empty: "collect for NAME".
+    collect_does: ClassVar[str] = ""
     # Whether the stage has an `apply` phase. A stage that only produces something (a tokenizer, token shards)
     # keeps every document unchanged: it derives from ProducerStage, and the engine then needs no pass after it.
     applies: ClassVar[bool] = True

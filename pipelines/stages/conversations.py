@@ -117,6 +117,7 @@ class ConversationFilter(MapStage):
     """
 
     name = "conversation_filter"
+    does = "filter conversations"
     Config = ConversationFilterConfig
     config: ConversationFilterConfig
 
@@ -193,6 +194,7 @@ class FillPlaceholders(MapStage):
     """Replace `{{name}}` placeholders (spaces inside the braces allowed) in messages, `prompt` and `text`."""
 
     name = "fill_placeholders"
+    does = "fill placeholders"
     Config = FillPlaceholdersConfig
     config: FillPlaceholdersConfig
 
@@ -247,6 +249,7 @@ class ChatTemplate(MapStage):
     says why); rows without messages as `not_a_conversation`."""
 
     name = "chat_template"
+    does = "apply the chat template"
     Config = ChatTemplateConfig
     config: ChatTemplateConfig
 

@@ -79,6 +79,7 @@ class Decontaminate(MapStage):
     """
 
     name = "decontaminate"
+    does = "remove benchmark text"
     Config = DecontaminateConfig
     config: DecontaminateConfig
 

@@ -93,6 +93,8 @@ class ExactDedup(HashPartitionedFinish):
     or identical values of another string column (`column: prompt`)."""
 
     name = "exact_dedup"
+    collect_does = "find duplicates"
+    does = "drop duplicates"
     Config = ExactDedupConfig
     config: ExactDedupConfig
 

@@ -136,6 +136,7 @@ class Extract(MapStage):
     """
 
     name = "extract"
+    does = "extract text"
     Config = ExtractConfig
     config: ExtractConfig
 

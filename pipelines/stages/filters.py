@@ -38,6 +38,7 @@ class LengthFilter(FilterStage):
     """Remove documents outside character and word bounds (words: runs of non-whitespace)."""
 
     name = "length_filter"
+    does = "filter by length"
     Config = LengthFilterConfig
     config: LengthFilterConfig
 

@@ -109,6 +109,7 @@ class LangId(MapStage):
     """
 
     name = "langid"
+    does = "identify languages"
     Config = LangIdConfig
     config: LangIdConfig
 

@@ -95,6 +95,8 @@ class MinhashDedup(GlobalStage):
     for a document without duplicates) and `dup_cluster_size`."""
 
     name = "minhash_dedup"
+    collect_does = "find near-duplicates"
+    does = "drop near-duplicates"
     Config = MinhashDedupConfig
     config: MinhashDedupConfig
 

@@ -69,6 +69,8 @@ class ParagraphDedup(HashPartitionedFinish):
     docs_changed."""
 
     name = "paragraph_dedup"
+    collect_does = "find repeated lines"
+    does = "drop repeated lines"
     Config = ParagraphDedupConfig
     config: ParagraphDedupConfig
 

@@ -145,6 +145,7 @@ class Pii(MapStage):
     stats (`counts`). No document is removed."""
 
     name = "pii"
+    does = "scrub personal data"
     Config = PiiConfig
     config: PiiConfig
 

@@ -71,6 +71,7 @@ class QualityClassifier(MapStage):
     optionally remove documents scoring below `threshold`."""
 
     name = "quality_classifier"
+    does = "score quality"
     Config = QualityClassifierConfig
     config: QualityClassifierConfig
 
@@ -139,6 +140,8 @@ class QualityTopFraction(GlobalStage):
     round(fraction × documents) documents, the same whatever the number of workers."""
 
     name = "quality_top_fraction"
+    collect_does = "rank by quality"
+    does = "keep the best"
     Config = TopFractionConfig
     config: TopFractionConfig
 

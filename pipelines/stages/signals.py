@@ -149,6 +149,7 @@ class SignalFilter(MapStage):
     """A map stage that writes `signals` columns on every row and removes rows by `checks`."""
 
     config: SignalFilterConfig
+    does = "filter by quality"
     prefix: ClassVar[str]  # of its reasons and columns
     signal_types: ClassVar[dict[str, pa.DataType]]  # column name -> type, in output order
 

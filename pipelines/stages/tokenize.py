@@ -35,6 +35,7 @@ class TrainTokenizer(ProducerStage):
     """Train a byte-level BPE on a deterministic sample of the documents; writes tokens/tokenizer.json."""
 
     name = "train_tokenizer"
+    collect_does = "sample text for the tokenizer"
     Config = TrainTokenizerConfig
     config: TrainTokenizerConfig
 
@@ -74,6 +75,7 @@ class Tokenize(ProducerStage):
     """Encode documents per task in parallel, then write tokens/train and tokens/validation shard sets."""
 
     name = "tokenize"
+    collect_does = "tokenize"
     Config = TokenizeConfig
     config: TokenizeConfig
 

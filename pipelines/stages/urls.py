@@ -82,6 +82,7 @@ class UrlFilter(MapStage):
     """
 
     name = "url_filter"
+    does = "filter URLs"
     Config = UrlFilterConfig
     config: UrlFilterConfig
 
