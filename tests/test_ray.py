@@ -205,16 +205,22 @@ class Stall:
     """Wraps the task function, in the Ray workers: on the nodes named in `where`, the first task stops for good
     (until its node is removed) either in the middle ("middle": at its first progress report, its outputs cleared
     and its writers open) or at the end ("end": done-marker written, result not yet returned), after leaving a
-    flag file `NODE_ID SEGMENT TASK` that tells the test where it stopped. Sent to Ray by value (see the test)."""
+    flag file `NODE_ID SEGMENT TASK` that tells the test where it stopped. Tasks on the other nodes wait until
+    every named node has stopped (at most `patience` seconds from the wrapper's creation): on a busy machine a
+    node whose worker starts late would otherwise find the run already over. Sent to Ray by value (see the
+    test)."""
 
-    def __init__(self, fn: Callable, flags: Path, where: dict[str, str]):
+    def __init__(self, fn: Callable, flags: Path, where: dict[str, str], patience: float = 120):
         self.fn, self.flags, self.where = fn, flags, where
+        self.deadline = time.time() + patience
 
     def __call__(self, job: Any, report: Callable[[int], None]) -> Any:
         import ray
 
         node = ray.get_runtime_context().get_node_id()
         when = self.where.get(node)
+        while when is None and len(list(self.flags.iterdir())) < len(self.where) and time.time() < self.deadline:
+            time.sleep(0.05)
 
         def stop(n: int = 0) -> None:
             (self.flags / f"{node} {job.segment} {job.task_index}").touch()
