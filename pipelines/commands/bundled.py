@@ -26,13 +26,19 @@ class Bundled:
 
 
 def bundled_recipes() -> list[Bundled]:
-    """The bundled recipes, by name, each with its first comment line (what it does)."""
+    """The bundled recipes, by name (one in a folder is FOLDER/NAME: ablation/raw), each with its first comment
+    line (what it does)."""
     found = []
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+    for path in sorted(RECIPES_DIR.rglob("*.yaml")):
         lines = path.read_text(encoding="utf-8").splitlines()
         about = next((line.lstrip("#").strip() for line in lines if line.startswith("#")), "")
-        found.append(Bundled(path.stem, path, about))
+        found.append(Bundled(path.relative_to(RECIPES_DIR).with_suffix("").as_posix(), path, about))
     return found
+
+
+def bundled_group(name: str) -> list[Bundled]:
+    """The recipes of a bundled folder (`ablation`: ablation/raw, ablation/refined), for `refinery ablate`."""
+    return [r for r in bundled_recipes() if r.name.startswith(name.rstrip("/") + "/")]
 
 
 def describe_bundled() -> str:
@@ -43,6 +49,9 @@ def describe_bundled() -> str:
              "copy its file to change its stages, then: refinery run my-copy.yaml)", ""]
     for recipe in recipes:
         lines += [f"  {recipe.name:{width}}  {recipe.about}", f"  {'':{width}}  {recipe.path}"]
+    if bundled_group("ablation"):
+        lines += ["", "compare recipes by training models on their data: refinery ablate ablation --tokens 2M "
+                  "(ablation/raw against ablation/refined; docs/ablation.md)"]
     return "\n".join(lines)
 
 

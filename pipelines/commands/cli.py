@@ -275,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=CLASSIFIER_DESCRIPTION)
     add_classifier_arguments(classifier)
 
+    from refinery.pipelines.commands import ablate as ablate_command  # stdlib only; the engine and torch when run
+
+    ablate = commands.add_parser("ablate", help=ablate_command.HELP, description=ablate_command.DESCRIPTION)
+    ablate_command.add_arguments(ablate)
+    ablate.set_defaults(fn=ablate_command.run)
+
     demo = commands.add_parser("demo", help="run the bundled recipe on bundled real samples", description=(
         "Run the whole path on real samples bundled with Refinery (Common Crawl WARC pages, C4 and CCNet text, an "
         "instruction set): refine them with the web recipe, write token shards, pretrain a tiny GPT on them, "

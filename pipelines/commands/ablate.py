@@ -1,0 +1,283 @@
+"""`refinery ablate A.yaml B.yaml …`: prove the data. Every recipe runs (or resumes) with the engine, one shared
+tokenizer encodes every recipe's kept documents, and small proxy models train on exactly the same number of tokens
+of each, with the same configuration and seeds, then are evaluated on the same held-out sets, none of which any
+recipe read: WikiText-2 test (nats per token and bits per byte), a clean book, HellaSwag, ARC-Easy and PIQA, and
+every recipe's validation split. The figures get 95 % t-intervals over seeds, and each pair of recipes a paired
+t-test (FineWeb's and DCLM's method at small scale). Importing this module imports neither torch nor pyarrow.
+
+    OUT/runs/NAME/       each recipe's run (the engine's; reruns resume)
+    OUT/tokenizer.json   the shared tokenizer; OUT/tokens/NAME/ each run's train and validation shards
+    OUT/models/NAME/seed-S/   a proxy model (its train.log: what training printed)
+    OUT/results/NAME/seed-S.json   its figures, written when it is done: a rerun trains only what has none
+    OUT/settings.json    what the results depend on; a rerun with other settings is refused
+    OUT/ablation.json, ablation.md, ablation.png   every figure, the table and verdicts, the validation curves
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shlex
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+HELP = "compare recipes by training proxy models on their data (fixed tokens, several seeds)"
+DESCRIPTION = (
+    "Compare recipes by what their data does to a model, as FineWeb and DCLM ablate data: each recipe is run (or "
+    "resumed), all kept documents are tokenized with one shared tokenizer, and one proxy GPT per recipe and seed "
+    "trains on exactly --tokens tokens with the same configuration, then is evaluated on held-out sets that no "
+    "recipe read (WikiText-2 test perplexity and bits per byte, a clean book, HellaSwag, ARC-Easy and PIQA acc_norm, "
+    "each recipe's validation split). Prints a table of means with 95% t-intervals over seeds and a verdict per "
+    "pair of recipes (paired t-test); writes OUT/ablation.json, ablation.md and ablation.png. Rerun the same command "
+    "to resume: only models without a result train. Example: refinery ablate ablation --tokens 2M --seeds 3")
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # the data beside a checkout, as web.yaml's
+TASKS = ["hellaswag", "arc_easy", "piqa"]
+
+
+def _token_count(text: str) -> int:
+    match = re.fullmatch(r"\s*([\d_,.]+)\s*([kKmMbB]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a token count (e.g. 2000000, 500k, 2M, 1B)")
+    value = float(match.group(1).replace("_", "").replace(",", "")) * {"": 1, "k": 1e3, "m": 1e6, "b": 1e9}[
+        match.group(2).lower()]
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--tokens must be at least 1, got {text}")
+    return int(value)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got '{text}'")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipes", nargs="+", metavar="RECIPE", help="two or more recipe files or bundled names; a "
+                        "bundled folder name (ablation) stands for its recipes (ablation/raw, ablation/refined)")
+    parser.add_argument("--tokens", type=_token_count, required=True, metavar="N",
+                        help="training tokens of every proxy model (2000000, 500k, 2M); a recipe with fewer is "
+                             "repeated, with a warning giving the epochs")
+    parser.add_argument("--size", choices=["tiny", "small"], default="tiny",
+                        help="proxy model: tiny (the demo's GPT, CPU) or small (training/configs/gpt.yaml, a GPU); "
+                             "default %(default)s")
+    parser.add_argument("--seeds", type=_positive, default=3, help="seeds 0..N-1 per recipe (default %(default)s)")
+    parser.add_argument("--out", "-o", default="out/ablation", help="the ablation folder (default %(default)s)")
+    parser.add_argument("--tokenizer", metavar="FILE", help="a tokenizer.json for every recipe (default: train one "
+                        "on an equal share of each recipe's kept training documents)")
+    parser.add_argument("--vocab-size", type=_positive, help="of the trained tokenizer (default: 2048 tiny, 8192 "
+                        "small)")
+    parser.add_argument("--validation-fraction", type=float, default=0.05,
+                        help="share of documents held out (by id hash, the same in every recipe); default "
+                             "%(default)s")
+    parser.add_argument("--mc-items", type=_positive, default=500,
+                        help="first N items of each multiple choice task (default %(default)s)")
+    parser.add_argument("--eval-tokens", type=_positive, help="at most N tokens of each perplexity set "
+                        "(default: all)")
+    parser.add_argument("--wikitext", type=Path, default=SHARED_DATA / "text/wikitext-2-test.txt",
+                        help="WikiText-2 test file (default: %(default)s)")
+    parser.add_argument("--clean-text", type=Path, default=SHARED_DATA / "text/gutenberg-1661-sherlock.txt",
+                        help="held-out clean prose; a Project Gutenberg book loses its licence text (default: "
+                             "%(default)s)")
+    parser.add_argument("--evals-dir", type=Path, default=SHARED_DATA / "evals",
+                        help="llm-foundry local_data folder with hellaswag_val_full.txt.bz2 (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, …")
+    parser.add_argument("--threads", type=_positive, default=1,
+                        help="torch threads per model (default %(default)s: fastest for tiny models, reproducible)")
+    parser.add_argument("--workers", "-w", type=_positive, help="worker processes of the recipe runs "
+                        "(default: all cores)")
+    parser.add_argument("--force", action="store_true", help="start the ablation over: delete its tokens, models "
+                        "and results (the recipes' runs are kept; they resume)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _recipes(arguments: list[str], runs: Path) -> dict[str, Any]:
+    """name → LoadedRecipe writing to runs/NAME, from files, bundled names and bundled folders."""
+    from refinery.pipelines.commands.ablate_data import AblationError
+    from refinery.pipelines.commands.bundled import bundled_group, resolve_recipe
+    from refinery.pipelines.engine.recipe import with_overrides
+
+    expanded = [name for a in arguments for name in
+                ([b.name for b in bundled_group(a)] if not Path(a).exists() and bundled_group(a) else [a])]
+    recipes: dict[str, Any] = {}
+    for argument in expanded:
+        loaded, _ = resolve_recipe(argument, [], None)
+        name = loaded.recipe.name
+        if not re.fullmatch(r"[\w.+-]+", name):
+            raise AblationError(f"recipe {argument}: its name '{name}' names folders of the ablation; use letters, "
+                                "digits, '.', '_' or '-'")
+        if name in recipes:
+            raise AblationError(f"two recipes are named '{name}' ({recipes[name].source_file}, {loaded.source_file})"
+                                ": give each its own `name:`")
+        recipes[name] = with_overrides(loaded, output=str(runs / name))
+    if len(recipes) < 2:
+        raise AblationError(f"an ablation compares recipes: give two or more (got {', '.join(expanded)})")
+    return recipes
+
+
+def _check_settings(out: Path, settings: dict[str, Any], force: bool) -> None:
+    """Results of other settings must never be mixed in: refuse them, or with --force delete them."""
+    from refinery.corpora.atomic import read_json, remove_path, write_json
+    from refinery.pipelines.commands.ablate_data import AblationError
+
+    path = out / "settings.json"
+    if force:
+        for entry in ("tokens", "models", "results", "evals", "tokenizer.json", "tokenizer-sample.json",
+                      "settings.json", "ablation.json", "ablation.md", "ablation.png"):
+            remove_path(out / entry, ignore_errors=False)
+    elif path.exists():
+        old = read_json(path)
+        if old != settings:
+            changed = [f"{key} {json.dumps(old.get(key))} → {json.dumps(settings.get(key))}"
+                       for key in sorted(set(old) | set(settings)) if old.get(key) != settings.get(key)]
+            raise AblationError(f"{out} holds an ablation made with other settings, whose results must not be mixed "
+                                f"with these: {'; '.join(changed)}. Rerun with its settings, add --force to start it "
+                                "over (the recipes' runs are kept), or give another --out")
+    write_json(path, settings)
+
+
+def _tokenizer(args: argparse.Namespace, out: Path, runs: dict[str, Path], vocab_size: int):
+    """The shared tokenizer (OUT/tokenizer.json): the given file, or trained once on equal shares of the runs."""
+    from refinery.corpora.atomic import atomic_path, write_json
+    from refinery.pipelines.commands.ablate_data import train_shared_tokenizer
+    from refinery.tokenization.tokenizer import load_tokenizer
+
+    path = out / "tokenizer.json"
+    if not path.exists():
+        if args.tokenizer:
+            tokenizer, used = load_tokenizer(args.tokenizer), {}
+        else:
+            print(f"training the shared tokenizer ({vocab_size:,} tokens) on an equal share of each recipe's text")
+            tokenizer, used = train_shared_tokenizer(runs, vocab_size, args.validation_fraction)
+        write_json(out / "tokenizer-sample.json", used)
+        with atomic_path(path) as tmp:
+            tokenizer.save(str(tmp))
+    return load_tokenizer(path)
+
+
+def _split_facts(tokens_dir: Path) -> dict[str, int]:
+    from refinery.corpora.atomic import read_json
+    from refinery.tokenization.shards import TokenLayout
+
+    metas = {split: read_json(TokenLayout.meta(TokenLayout(tokens_dir).split(split))) for split in
+             ("train", "validation")}
+    return {"kept_documents": sum(m["documents"] for m in metas.values()), "train_tokens": metas["train"]["tokens"],
+            "validation_tokens": metas["validation"]["tokens"]}
+
+
+def run(args: argparse.Namespace) -> int:
+    from refinery.pipelines.commands.ablate_data import AblationError
+    from refinery.tokenization.reader import ShardError
+    from refinery.tokenization.tokenizer import TokenizerError
+    from refinery.training.config import ConfigError
+
+    try:
+        return _ablate(args)
+    except (AblationError, ConfigError, ShardError, TokenizerError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from refinery.corpora.atomic import read_json, remove_path, write_json
+    from refinery.pipelines.commands.ablate_data import AblationError, clean_text_slice, tokenize_run, tokens_ready
+    from refinery.pipelines.commands.ablate_report import metrics, write_report
+    from refinery.pipelines.engine.run import describe_summary, run_recipe
+    from refinery.tokenization.tokenizer import fingerprint
+    from refinery.training.proxy import VOCAB_SIZES, HeldOut, proxy_config, train_and_evaluate
+
+    out = Path(args.out).absolute()
+    for flag, path in (("--wikitext", args.wikitext), ("--clean-text", args.clean_text),
+                       ("--evals-dir", args.evals_dir)):
+        if not path.exists():
+            raise AblationError(f"{flag} {path} does not exist; give the file (or folder) with {flag}")
+    if not 0 < args.validation_fraction < 1:
+        raise AblationError(f"--validation-fraction must be between 0 and 1, got {args.validation_fraction}")
+    recipes = _recipes(args.recipes, out / "runs")
+    runs: dict[str, Path] = {}
+    for name, loaded in recipes.items():
+        print(f"recipe {name} ({loaded.source_file}) → {loaded.output_dir}")
+        summary = run_recipe(loaded, workers=args.workers, progress=not args.quiet)
+        print("  " + describe_summary(summary).splitlines()[0])
+        runs[name] = summary.run_dir
+    names = list(runs)
+    folders = [out / "tokens" / name for name in names]
+    config = proxy_config(args.size, folders, 0, out / "models", args.tokens, 0, args.device)
+    vocab_size = args.vocab_size or VOCAB_SIZES[args.size]
+    given = {"file": str(args.tokenizer), "sha256": _sha256(Path(args.tokenizer))} if args.tokenizer else None
+    settings = {
+        "recipes": {name: read_json(run_dir / "manifest.json")["fingerprint"] for name, run_dir in runs.items()},
+        "tokens": args.tokens, "size": args.size, "device": args.device, "threads": args.threads,
+        "tokenizer": given or {"train": "equal shares", "vocab_size": vocab_size},
+        "validation_fraction": args.validation_fraction,
+        "train": config.model_dump(exclude={"data", "data_weights", "out", "seed"}),
+        "evaluation": {"wikitext2_sha256": _sha256(args.wikitext), "clean_text_sha256": _sha256(args.clean_text),
+                       "clean_text": args.clean_text.stem, "evals_dir": str(args.evals_dir.resolve()),
+                       "tasks": TASKS, "mc_items": args.mc_items, "eval_tokens": args.eval_tokens},
+    }
+    _check_settings(out, json.loads(json.dumps(settings)), args.force)
+    tokenizer = _tokenizer(args, out, runs, vocab_size)
+    facts: dict[str, dict[str, Any]] = {}
+    per_step = config.batch_size * config.seq_len * config.grad_accum
+    tokens_trained = config.max_steps * per_step
+    if tokens_trained != args.tokens:
+        print(f"note: {config.max_steps:,} whole steps of {per_step:,} tokens train on {tokens_trained:,} tokens "
+              f"(--tokens {args.tokens:,})")
+    for name, folder in zip(names, folders):
+        if not tokens_ready(folder):
+            print(f"tokenizing {name}'s kept documents into {folder}")
+            tokenize_run(runs[name], folder, tokenizer, args.validation_fraction)
+        facts[name] = {"recipe_file": recipes[name].source_file, "run": str(runs[name]), **_split_facts(folder)}
+        facts[name]["epochs"] = tokens_trained / max(1, facts[name]["train_tokens"])
+        if facts[name]["validation_tokens"] <= config.seq_len + 1:
+            raise AblationError(f"{name}'s validation split holds {facts[name]['validation_tokens']:,} tokens, fewer "
+                                f"than one window of {config.seq_len + 1}: raise --validation-fraction (and --force)")
+        if facts[name]["epochs"] > 1:
+            print(f"warning: {name} has {facts[name]['train_tokens']:,} training tokens, fewer than the "
+                  f"{tokens_trained:,} each model trains on: its data is repeated {facts[name]['epochs']:.2f} times "
+                  f"({facts[name]['epochs']:.2f} epochs)")
+    clean = clean_text_slice(args.clean_text, out / "evals" / f"{args.clean_text.stem}.txt")
+    held_out = HeldOut(texts={"wikitext2": args.wikitext, args.clean_text.stem: clean},
+                       shards=dict(zip(names, folders)), tasks=TASKS, evals_dir=args.evals_dir,
+                       mc_items=args.mc_items, max_tokens=args.eval_tokens)
+    seeds = list(range(args.seeds))
+    grid = [(name, seed) for seed in seeds for name in names]  # seed by seed: an interrupted run has whole pairs
+    result_path = {(n, s): out / "results" / n / f"seed-{s}.json" for n, s in grid}
+    todo = [cell for cell in grid if not result_path[cell].exists()]
+    print(f"{len(grid)} models ({len(names)} recipes × {len(seeds)} seeds, {args.size} GPT, {tokens_trained:,} "
+          f"tokens each): {len(grid) - len(todo)} done, {len(todo)} to train")
+    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), unit="model", desc="ablation", disable=args.quiet)
+    for name, seed in todo:
+        bar.set_postfix_str(f"{name} seed {seed}")
+        model_dir = out / "models" / name / f"seed-{seed}"
+        remove_path(model_dir)  # what a killed training left: it starts over
+        model_dir.mkdir(parents=True)
+        config = proxy_config(args.size, folders, names.index(name), model_dir, args.tokens, seed, args.device)
+        with open(model_dir / "train.log", "w", encoding="utf-8") as log, redirect_stdout(log):
+            result = train_and_evaluate(config, held_out, {str(f): n for f, n in zip(folders, names)}, args.threads)
+        write_json(result_path[(name, seed)], {"recipe": name, "seed": seed, **result})
+        bar.update()
+    bar.close()
+    print(f"trained {len(todo)} of {len(grid)} models ({len(grid) - len(todo)} were done)")
+    results = {name: {seed: read_json(result_path[(name, seed)]) for seed in seeds} for name in names}
+    for name in names:
+        facts[name]["results"] = {str(seed): results[name][seed] for seed in seeds}
+    payload = {"settings": settings, "seeds": seeds, "tokens_trained": tokens_trained, "recipes": facts,
+               "tokenizer": {"path": str(out / "tokenizer.json"), "sha256": fingerprint(tokenizer),
+                             "vocab_size": tokenizer.get_vocab_size(),
+                             "sample_chars": read_json(out / "tokenizer-sample.json")}}
+    command = shlex.join(["refinery", "ablate", *args.recipes, "--tokens", str(args.tokens), "--size", args.size,
+                          "--seeds", str(args.seeds), "--out", str(args.out)])
+    print(write_report(out, payload, results, seeds, metrics(names, args.clean_text.stem), command))
+    print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'} and {out / 'ablation.png'}")
+    return 0
