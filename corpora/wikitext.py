@@ -161,9 +161,12 @@ def _render_template(span: str) -> str:
     if render is None:
         return ""
     args = _split_args(span[2:-2])[1:]
-    positional = [strip_templates(a).strip() for a in args if not _NAMED_ARG.match(a)]
     named = {k.strip().lower(): strip_templates(v).strip() for k, _, v in (a.partition("=") for a in args
                                                                            if _NAMED_ARG.match(a))}
+    # An argument named by its number is that positional one: {{nowrap|1=E = mc2}}, written so for the "=".
+    numbered = dict(enumerate((strip_templates(a).strip() for a in args if not _NAMED_ARG.match(a)), 1))
+    numbered |= {int(k): v for k, v in named.items() if k.isdigit() and int(k) > 0}
+    positional = [numbered.get(i, "") for i in range(1, max(numbered, default=0) + 1)]
     return render(positional, named)
 
 
@@ -208,8 +211,14 @@ def _words(fixed: str) -> Callable[[list[str], dict[str, str]], str]:
 
 
 _CONVERT_RANGE_WORDS = frozenset({"to", "-", "–", "and", "or", "by", "x", "×", "+/-", "±", "and(-)", "to(-)"})
-_CONVERT_UNITS = {"C": "°C", "F": "°F", "K": "K", "km2": "km²", "m2": "m²", "sqmi": "sq mi", "sqft": "sq ft",
-                  "ha": "ha", "km/h": "km/h", "mph": "mph", "m3": "m³", "cuft": "cu ft"}
+# Unit codes shown as the template shows them; a code not listed is kept as written (most are: km, mi, ft).
+_CONVERT_UNITS = {"C": "°C", "F": "°F", "K": "K", "C-change": "°C", "F-change": "°F", "km2": "km²", "m2": "m²",
+                  "sqmi": "sq mi", "sqft": "sq ft", "ha": "ha", "km/h": "km/h", "mph": "mph", "m3": "m³",
+                  "cuft": "cu ft", "ft3": "cu ft", "e6acre": "million acres", "e6carat": "million carats",
+                  "USgal": "US gal", "MUSgal": "million US gal", "Tcuft": "trillion cu ft", "PD/sqmi": "/sq mi",
+                  "oilbbl": "barrels", "oilbbl/d": "barrels per day", "koilbbl/d": "thousand barrels per day",
+                  "Moilbbl": "million barrels", "Moilbbl/d": "million barrels per day",
+                  "Goilbbl": "billion barrels"}
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
            "November", "December"]
 _INLINE_TEMPLATES: dict[str, Callable[[list[str], dict[str, str]], str]] = {

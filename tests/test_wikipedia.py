@@ -101,6 +101,15 @@ def test_headings_links_lists_and_inline_templates(enwiki):
     assert "the character [and] greatness of Stalin" in animal_farm
 
 
+def test_inline_templates_keep_numbered_arguments_and_readable_units(enwiki):
+    # {{nowrap|1=''E'' = ''mc''<sup>2</sup>}}: the argument is named "1" because it holds an "=".
+    assert "equivalence formula E = mc2 (which has been dubbed" in enwiki.by_title["Albert Einstein"]["text"]
+    assert "for a time t as Q = It." in enwiki.by_title["Ampere"]["text"]
+    # {{convert|22|e6acre|...}} and {{convert|400000|oilbbl/d}}: the unit as the page shows it, not its code.
+    assert "land consists of 22 million acres of forest" in enwiki.by_title["Alabama"]["text"]
+    assert "typically producing about 400000 barrels per day" in enwiki.by_title["Alaska"]["text"]
+
+
 def test_url_title_and_revision_timestamp_columns(enwiki):
     lincoln = enwiki.by_title["Abraham Lincoln"]
     assert lincoln["id"] == "enwiki:307"
