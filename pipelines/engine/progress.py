@@ -20,11 +20,11 @@ import sys
 import time
 from typing import Any
 
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from refinery.corpora.atomic import read_json
 from refinery.pipelines.engine.layout import RunLayout
-from refinery.pipelines.engine.segments import Segment, TaskJob, input_part, pass_words
+from refinery.pipelines.engine.segments import Segment, TaskJob, pass_words
 
 _METER_COLUMNS = 64  # what the bar, counts, times and rate need beside the pass's name
 _REFRESH_SECONDS = 0.5
@@ -40,6 +40,15 @@ def input_bytes_per_task(tasks: list[Any], inputs: list[dict[str, Any]]) -> list
     return [max(1, size.get(task.path, 0) // per_file[task.path]) for task in tasks]
 
 
+def _rows_written(layout: RunLayout, segment: int, task_index: int) -> int:
+    """The documents a finished task of a pass wrote, as its done-marker says; 0 where that cannot be read, for a
+    progress bar only estimates and must never be what stops a run (a missing part fails its task, by name)."""
+    try:
+        return int(read_json(layout.segment_done(segment, task_index))["kept"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 class PassProgress:
     """One pass's bar: `read(n)` takes the executor's progress reports, `task_done(job, result)` each ended task."""
 
@@ -48,8 +57,7 @@ class PassProgress:
         self.tasks, self.done, self.records, self.limit = len(jobs), len(jobs) - len(pending), 0, limit
         self.reads_inputs = segment.source is None
         if not self.reads_inputs:  # the parts it reads are written: their rows are known
-            self.shares = {job.task_index: pq.read_metadata(input_part(job, layout, segment)).num_rows
-                           for job in pending}
+            self.shares = {job.task_index: _rows_written(layout, segment.source, job.task_index) for job in pending}
         elif limit is not None:
             self.shares = {job.task_index: limit for job in pending}
         else:

@@ -130,8 +130,7 @@ def _ordinals(task_index: int, start: int, count: int) -> pa.Array:
     return pa.array(range(first, first + count), pa.int64())
 
 
-def input_part(job: TaskJob, layout: RunLayout, segment: Segment) -> Path:
-    """The part of an earlier pass that a task of `segment` reads (a segment that does not read the inputs)."""
+def _input_part(job: TaskJob, layout: RunLayout, segment: Segment) -> Path:
     source = plan_segments(job.stages)[segment.source]
     return task_output(layout, source, job.task_index)
 
@@ -142,7 +141,7 @@ def _batches(job: TaskJob, layout: RunLayout, segment: Segment) -> Iterator[Read
             batch.documents = conform(batch.documents, job.document_schema)
             yield batch
         return
-    previous = pq.ParquetFile(input_part(job, layout, segment))
+    previous = pq.ParquetFile(_input_part(job, layout, segment))
     for batch in previous.iter_batches(batch_size=job.batch_rows):
         docs = pa.Table.from_batches([batch])
         yield ReadBatch(docs, QUARANTINE_SCHEMA.empty_table(), docs.num_rows)
@@ -316,7 +315,7 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     chain = _Chain(segment, job, layout)
     collector = _Collector(segment, job, layout) if segment.tail else None
     input_schema = job.document_schema if segment.source is None else pq.read_schema(
-        input_part(job, layout, segment))
+        _input_part(job, layout, segment))
     output = task_output(layout, segment, job.task_index)
     kept_writer = AtomicParquetWriter(output, chain.output_schema(input_schema)) if segment.writes_documents else None
     removed = _RemovedWriters(layout, job.task_index)
