@@ -20,7 +20,8 @@ DESCRIPTION = (
     "Train a model on token shards: a Llama-style GPT or an LSTM baseline. Options come from a YAML config "
     "(every option of docs/training.md), then from the flags below, then from --set. Checkpoints, log.jsonl "
     "and loss.png go to --out; --resume continues a run exactly where it stopped. Under torchrun each process "
-    "trains on its own part of the shards (DDP)."
+    "trains on its own part of the shards (DDP). A default below is what an option is when neither the config nor "
+    "a flag sets it."
 )
 
 # (flag, option of the config, argparse keywords): each flag overrides its option only when given
@@ -33,16 +34,41 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--resume", "resume", dict(nargs="?", const="latest", metavar="CKPT",
                                 help="continue the run in --out (or from CKPT) exactly where it stopped, "
                                      "with the options it was started with (flags override them)")),
-    ("--model", "model", dict(choices=["gpt", "lstm"], help="architecture (default gpt)")),
-    ("--size", "size", dict(help="preset: tiny, small, and gpt2-124m for gpt (default tiny)")),
-    ("--max-steps", "max_steps", dict(type=int)),
-    ("--batch-size", "batch_size", dict(type=int, help="windows per micro-batch per process")),
-    ("--grad-accum", "grad_accum", dict(type=int, help="micro-batches per optimizer step")),
-    ("--seq-len", "seq_len", dict(type=int)),
+    ("--model", "model", dict(choices=["gpt", "lstm"], help="architecture")),
+    ("--size", "size", dict(help="preset: tiny, small, and gpt2-124m for gpt")),
+    ("--max-steps", "max_steps", dict(type=int, metavar="N", help="optimizer steps")),
+    ("--batch-size", "batch_size", dict(type=int, metavar="N", help="windows per micro-batch per process")),
+    ("--grad-accum", "grad_accum", dict(type=int, metavar="N", help="micro-batches per optimizer step")),
+    ("--seq-len", "seq_len", dict(type=int, metavar="N", help="tokens per training window")),
     ("--lr", "lr", dict(type=float, help="peak learning rate")),
-    ("--device", "device", dict(help="auto (default: cuda when present), cpu, cuda, cuda:1, mps")),
-    ("--seed", "seed", dict(type=int)),
+    ("--device", "device", dict(help="auto (cuda when present, else cpu), cpu, cuda, cuda:1, mps")),
+    ("--seed", "seed", dict(type=int, metavar="N", help="seeds the initial weights, the batches drawn and dropout")),
 ]
+# What an option is when neither the config file nor a flag sets it, where its default (None) means something.
+DEFAULT_IN_WORDS = {"data": "none: required, here or in the config file", "out": "none: required, here or in the "
+                    "config file", "data_weights": "equal weights", "init": "none: a new model",
+                    "resume": "none: a new run", "settings": "none", "config": "none: the flags alone",
+                    "quiet": "off: a progress bar is drawn"}
+
+
+class _ConfigDefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends every option with "(default: X)", X as TrainConfig defines it: the config is imported only
+    when help is printed (it needs pydantic, not torch), so that `refinery` itself starts without either."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = option_default(action.dest)
+        text = action.help or ""
+        return text if default is None else f"{text} (default: {default.replace('%', '%%')})".lstrip()
+
+
+def option_default(option: str) -> str | None:
+    """What a `refinery train` option is by default, in words; None for an argument with no default (--help)."""
+    if option in DEFAULT_IN_WORDS:
+        return DEFAULT_IN_WORDS[option]
+    from refinery.training.config import TrainConfig
+
+    field = TrainConfig.model_fields.get(option)
+    return None if field is None else str(field.get_default(call_default_factory=True))
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -55,7 +81,9 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="training config YAML (optional when --data and --out are given)")
+    parser.formatter_class = _ConfigDefaultsFormatter
+    parser.add_argument("config", nargs="?", help="training config YAML, or the name of one Refinery ships (gpt); "
+                        "optional when --data and --out are given")
     for flag, option, keywords in FLAGS:
         parser.add_argument(flag, dest=option, default=None, **keywords)
     parser.add_argument("--set", dest="settings", action="append", type=_key_value, default=[], metavar="KEY=VALUE",

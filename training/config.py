@@ -10,6 +10,7 @@ max_steps: 2000
 ```
 
 Paths in the file are relative to the file's folder; paths given on the command line to the current one.
+Importing this module does not import torch: `refinery train --help` reads the defaults here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from refinery.training.model import ARCHITECTURES, GPTConfig, LSTMConfig
+from refinery.training.model_options import MODEL_OPTIONS, GPTConfig, LSTMConfig
 
 PATH_FIELDS = ("data", "out", "init", "resume")
 WARMUP_FRACTION_INVERSE = 10  # default warmup: a tenth of max_steps (the old fixed 100 for the default 1,000)...
@@ -91,7 +92,7 @@ class TrainConfig(BaseModel):
                              f"default is max_steps / {WARMUP_FRACTION_INVERSE}, at most {MAX_DEFAULT_WARMUP})")
         if self.init and {"model", "size", "model_args"} & self.model_fields_set:
             raise ValueError("init takes the model from the checkpoint: remove model, size and model_args")
-        presets = ARCHITECTURES[self.model][2]
+        presets = MODEL_OPTIONS[self.model][1]
         if self.size not in presets:
             raise ValueError(f"unknown size '{self.size}' for model {self.model}{_suggest(self.size, presets)}")
         return self
@@ -209,7 +210,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
 
 def model_config_for(config: TrainConfig, vocab_size: int, eos_id: int | None) -> GPTConfig | LSTMConfig:
     """The model's dataclass: the preset, then model_args, with the vocabulary and length the data needs."""
-    config_class, _, presets = ARCHITECTURES[config.model]
+    config_class, presets = MODEL_OPTIONS[config.model]
     known = {f.name for f in dataclasses.fields(config_class)}
     for key in config.model_args:
         if key not in known:

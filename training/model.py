@@ -13,58 +13,15 @@ Logits are returned for every position; the loss is the mean cross-entropy over 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 512
-    block_size: int = 256  # the longest sequence the model takes (the training seq_len)
-    n_layer: int = 2
-    n_head: int = 2
-    n_embd: int = 64
-    mlp_hidden: int | None = None  # SwiGLU width; None: 8/3 * n_embd rounded up to a multiple of 64
-    dropout: float = 0.0
-    tie_embeddings: bool = True
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    document_attention: bool = False
-    eos_id: int | None = None  # where documents end; needed by document_attention
-
-    def __post_init__(self) -> None:
-        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"n_embd {self.n_embd} must split into {self.n_head} heads of even size "
-                             "(RoPE rotates pairs)")
-        if self.document_attention and self.eos_id is None:
-            raise ValueError("document_attention needs eos_id: the token that ends each document")
-        if self.mlp_hidden is None:
-            self.mlp_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
-
-
-@dataclass
-class LSTMConfig:
-    vocab_size: int = 512
-    n_layer: int = 2
-    n_embd: int = 64  # embedding and hidden size (equal, so the embeddings can be tied)
-    dropout: float = 0.0
-    tie_embeddings: bool = True
-
-
-# Sizes by name. GPT-2 124M's shape with SwiGLU (3 matrices of 768 x 2048 match GPT-2's 2 of 768 x 3072).
-# An LSTM preset has about the non-embedding parameters of the GPT preset of the same name.
-GPT_PRESETS: dict[str, dict] = {
-    "tiny": dict(n_layer=2, n_head=2, n_embd=64),
-    "small": dict(n_layer=6, n_head=6, n_embd=384),
-    "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768),
-}
-LSTM_PRESETS: dict[str, dict] = {
-    "tiny": dict(n_layer=2, n_embd=64),
-    "small": dict(n_layer=2, n_embd=768),
-}
+# The options and sizes live apart, without torch, for the training config; importers of this module find them here.
+from refinery.training.model_options import GPT_PRESETS as GPT_PRESETS
+from refinery.training.model_options import LSTM_PRESETS as LSTM_PRESETS
+from refinery.training.model_options import GPTConfig, LSTMConfig
 
 
 def document_ids(idx: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -215,9 +172,6 @@ class LSTM(nn.Module):
         hidden, _ = self.lstm(self.dropout(self.embed(idx)))
         logits = self.head(self.dropout(hidden))
         return logits, (None if targets is None else lm_loss(logits, targets, loss_mask))
-
-
-ARCHITECTURES = {"gpt": (GPTConfig, GPT, GPT_PRESETS), "lstm": (LSTMConfig, LSTM, LSTM_PRESETS)}
 
 
 def build_model(config: GPTConfig | LSTMConfig) -> GPT | LSTM:
