@@ -72,8 +72,8 @@ def open_input(path: str | os.PathLike) -> BinaryIO:
     local = local_path(path)
     if local is not None:
         return open(local, "rb")  # no fsspec on the local hot path
-    fs, inner = _filesystem(path)
-    with _store_errors(path):
+    fs, inner = filesystem(path)
+    with store_errors(path):
         return fs.open(inner, "rb", block_size=_BLOCK_BYTES, cache_type="readahead")
 
 
@@ -83,8 +83,8 @@ def read_prefix(path: str | os.PathLike, size: int) -> bytes:
     if local is not None:
         with open(local, "rb") as file:
             return file.read(size)
-    fs, inner = _filesystem(path)
-    with _store_errors(path), fs.open(inner, "rb", cache_type="none") as file:
+    fs, inner = filesystem(path)
+    with store_errors(path), fs.open(inner, "rb", cache_type="none") as file:
         return file.read(size)
 
 
@@ -127,9 +127,9 @@ def expand(pattern: str, base_dir: Path, keep_folder: Callable[[str], bool] = la
 
 
 def _expand_remote(url: str) -> list[str]:
-    fs, inner = _filesystem(url)
+    fs, inner = filesystem(url)
     kind = scheme(url)
-    with _store_errors(url):
+    with store_errors(url):
         if not glob.has_magic(inner):
             _forget(fs, inner)
             try:
@@ -184,8 +184,8 @@ def _forget(fs: Any, inner: str) -> None:
 
 def _info(url: str | os.PathLike) -> dict[str, Any]:
     """The store's description of one object (after a glob, from the listing it made: no request per object)."""
-    fs, inner = _filesystem(url)
-    with _store_errors(url):
+    fs, inner = filesystem(url)
+    with store_errors(url):
         try:
             return fs.info(inner)
         except FileNotFoundError:
@@ -193,7 +193,7 @@ def _info(url: str | os.PathLike) -> dict[str, Any]:
                              ) from None
 
 
-def _filesystem(url: str | os.PathLike) -> tuple[Any, str]:
+def filesystem(url: str | os.PathLike) -> tuple[Any, str]:
     """The fsspec filesystem of a URL (fsspec caches one per protocol and options) and the path inside it."""
     text = os.fspath(url)
     kind = scheme(text)
@@ -219,8 +219,9 @@ def _filesystem(url: str | os.PathLike) -> tuple[Any, str]:
 
 
 @contextmanager
-def _store_errors(url: str | os.PathLike) -> Iterator[None]:
-    """Turn what a store raises (each backend its own exceptions) into an InputError saying what to check."""
+def store_errors(url: str | os.PathLike, doing: str = "read") -> Iterator[None]:
+    """Turn what a store raises (each backend its own exceptions) into an InputError saying what to check;
+    `doing` is the verb of the messages ("read", "write")."""
     kind = scheme(url)
     settings = _SETTINGS.get(kind, f"the credentials and endpoint of {kind}://")
     try:
@@ -228,13 +229,13 @@ def _store_errors(url: str | os.PathLike) -> Iterator[None]:
     except InputError:
         raise
     except PermissionError as err:
-        raise InputError(f"access to {url} is denied ({err}): the credentials in use may not read it; check "
+        raise InputError(f"access to {url} is denied ({err}): the credentials in use may not {doing} it; check "
                          f"{settings}") from None
     except FileNotFoundError as err:
         raise InputError(f"{url} does not exist ({err}): it may have been removed since the run was planned"
                          ) from None
     except Exception as err:  # the store's own errors (botocore's, httpx's, ...), which name no URL
         if "credential" in type(err).__name__.lower():
-            raise InputError(f"no credentials to read {url} ({err}): set {settings}") from None
-        raise InputError(f"cannot read {url}: {type(err).__name__}: {err}; check the network and {settings}"
+            raise InputError(f"no credentials to {doing} {url} ({err}): set {settings}") from None
+        raise InputError(f"cannot {doing} {url}: {type(err).__name__}: {err}; check the network and {settings}"
                          ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,14 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory, data_dir) -> Iterator[dict]:
+    """A real S3 server (moto's) with the shared data uploaded, and the environment pointing at it (s3_server.py)."""
+    import s3_server
+
+    yield from s3_server.serve(tmp_path_factory, data_dir)
 
 
 @pytest.fixture

@@ -60,7 +60,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from refinery.pipelines.commands.report import write_outputs
 
     print(write_outputs(summary.run_dir, report=not args.no_report))
-    print(f'inspect: refinery sql {summary.run_dir} "SELECT * FROM stats"')
+    if summary.published_to:  # the report and card, written in staging, join the published run
+        from refinery.pipelines.engine.layout import RunLayout
+        from refinery.pipelines.engine.publish import publish_run
+
+        publish_run(RunLayout(summary.run_dir), summary.published_to, progress=not args.quiet)
+    print(f'inspect: refinery sql {summary.published_to or summary.run_dir} "SELECT * FROM stats"')
     return 0
 
 

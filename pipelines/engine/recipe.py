@@ -167,8 +167,18 @@ class LoadedRecipe(BaseModel):
         return spec.plan(self.base_dir, self.recipe.task_size, self.recipe.limit)
 
     @property
+    def output_url(self) -> str | None:
+        """The object-storage URL the run is published to (`output: s3://...`); None for a local output."""
+        return self.recipe.output if storage.is_remote(self.recipe.output) else None
+
+    @property
     def output_dir(self) -> Path:
-        out = Path(self.recipe.output)
+        """The folder the run is built in: the output itself, or for a remote output its staging folder."""
+        if self.output_url is not None:
+            from refinery.corpora.remote_folder import staging_folder
+
+            return staging_folder(self.output_url)
+        out = Path(storage.local_path(self.recipe.output) or self.recipe.output)
         return out if out.is_absolute() else self.base_dir / out
 
 

@@ -18,6 +18,7 @@ from refinery.corpora.readers import InputError, ReadTask, document_schema
 from refinery.pipelines.engine.executors import Executor, create_executor
 from refinery.pipelines.engine.layout import RunLayout, RunLock, RunLocked
 from refinery.pipelines.engine.progress import PassProgress, input_bytes_per_task
+from refinery.pipelines.engine.publish import PublishError, check_remote_output, publish_run
 from refinery.pipelines.engine.recipe import LoadedRecipe
 from refinery.pipelines.engine.segments import (
     FinishJob,
@@ -50,6 +51,7 @@ class RunSummary:
     seconds: float
     resumed_tasks: int
     limit: int | None = None  # the run read only the first `limit` records of each input file
+    published_to: str | None = None  # the object-storage URL of the run; run_dir is then its staging folder
 
 
 def plan_tasks(loaded: LoadedRecipe) -> list[ReadTask]:
@@ -270,17 +272,30 @@ def run_recipe(
     try:
         with RunLock(layout):
             manifest = _open_manifest(layout, loaded, tasks, resources, force)
+            if loaded.output_url is not None:
+                _check_remote(loaded.output_url, manifest["fingerprint"], force)
             layout.remove_temp_files()
             manifest.update(executor=executor.name, workers=getattr(executor, "workers", None))
             write_json(layout.manifest, manifest)
             try:
-                return _run(loaded, layout, manifest, tasks, context, executor, progress, started)
+                summary = _run(loaded, layout, manifest, tasks, context, executor, progress, started)
+                if loaded.output_url is not None:
+                    publish_run(layout, loaded.output_url, progress)
+                    summary.published_to = loaded.output_url
+                return summary
             except BaseException as err:
                 # The manifest says what happened; a rerun resumes either way.
                 manifest["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
                 write_json(layout.manifest, manifest)
                 raise
     except RunLocked as err:
+        raise RunError(str(err)) from None
+
+
+def _check_remote(url: str, fingerprint: str, force: bool) -> None:
+    try:
+        check_remote_output(url, fingerprint, force)
+    except PublishError as err:
         raise RunError(str(err)) from None
 
 
@@ -355,8 +370,10 @@ def describe_summary(summary: RunSummary) -> str:
         f"quarantined {summary.quarantined:,}" + ("" if ok else "  (counts do NOT reconcile: please report)"),
         *([f"limited to the first {summary.limit:,} records of each input: a quick look, not the whole data "
            "(for all of it, rerun without --limit, with --force or another --output)"] if summary.limit else []),
-        f"output: {summary.run_dir}  ({summary.seconds:.1f}s"
+        f"output: {summary.published_to or summary.run_dir}  ({summary.seconds:.1f}s"
         + (f", {summary.resumed_tasks} tasks already done" if summary.resumed_tasks else "")
         + ")",
+        *([f"built in {summary.run_dir} (the staging folder: a rerun resumes from it; delete it once published)"]
+          if summary.published_to else []),
     ]
     return "\n".join(lines)
