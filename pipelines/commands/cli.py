@@ -99,11 +99,13 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
     if args.query:
         sql.render(sql.query(args.run_dir, args.query), args.format, sys.stdout, args.output)
-    elif sys.stdin.isatty():
-        sql.interactive(args.run_dir, args.format)
-    else:
-        print(sql.describe_views(args.run_dir))
-    return 0
+        return 0
+    if args.output:
+        raise sql.SqlError("--output saves the result of one query: give it as an argument, "
+                           'refinery sql RUN "SELECT ..." --format csv --output FILE')
+    from refinery.pipelines.commands.sql_prompt import run_prompt
+
+    return run_prompt(args.run_dir, args.format)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -224,10 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = commands.add_parser("sql", help="query a run folder with DuckDB (read-only)", description=(
         "Query a run with SQL. Views: docs (kept), removed (with stage and reason), quarantine "
-        "(unreadable input records), stats (one row per stage). With no query: list the views and their "
-        "columns, and open a prompt when run in a terminal."))
+        "(unreadable input records), stats (one row per stage), tokens (when the run tokenized). With no query, in "
+        "a terminal: a prompt (line editing, history in ~/.refinery_sql_history or $XDG_STATE_HOME/refinery/; "
+        "statements end with ; and may span lines; .tables, .schema VIEW, .help; Ctrl-D leaves). With no query "
+        "and statements piped in (refinery sql RUN < queries.sql): each runs in turn. With neither: the views and "
+        "their columns. Read-only everywhere."))
     sql.add_argument("run_dir", help="the run folder (a recipe's `output:`)")
-    sql.add_argument("query", nargs="?", help="a SELECT statement")
+    sql.add_argument("query", nargs="?", help="a SELECT statement (leave it out for the prompt)")
     sql.add_argument("--format", "-f", choices=["table", "csv", "json", "parquet"], default="table")
     sql.add_argument("--output", "-o", help="write the result to this file (required for parquet)")
     sql.set_defaults(fn=_cmd_sql)

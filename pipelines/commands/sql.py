@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -19,6 +18,7 @@ from refinery.corpora.records import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 # A friendly early refusal by statement type. The guarantee is _LOCKDOWN below, not this list.
 _READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA", "RELATION", "LOGICAL_PLAN"}
 _EXPORT_HINT = "use SELECT; to save a result: --format csv|json|parquet --output FILE"
+_EXAMPLE = "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
 _VIEW_HELP = {
     "docs": "kept documents (data/*.parquet)",
     "removed": "removed documents with `stage` and `reason` (removed/*/*.parquet)",
@@ -154,8 +154,17 @@ def _explained(err: duckdb.Error) -> str:
 
 def query(run_dir: str | Path, sql: str) -> pa.Table:
     """Run a read-only query over a run and return the result as an Arrow table."""
-    check_read_only(sql)
+    check_read_only(sql)  # before the views are opened: a refused statement costs nothing
     con = connect(run_dir)
+    try:
+        return execute(con, sql)
+    finally:
+        con.close()
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """A read-only query on a connection from connect() (a prompt keeps one open), as an Arrow table."""
+    check_read_only(sql)
     try:
         result = con.sql(sql)
         if result is None:  # a statement with no result (none pass check_read_only today)
@@ -163,8 +172,6 @@ def query(run_dir: str | Path, sql: str) -> pa.Table:
         return as_arrow(result)
     except duckdb.Error as err:
         raise SqlError(_explained(err)) from None
-    finally:
-        con.close()
 
 
 def render(table: pa.Table, fmt: str, out: TextIO, output: str | None = None, max_rows: int = 50) -> None:
@@ -209,32 +216,24 @@ def _printable(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
-def describe_views(run_dir: str | Path) -> str:
-    con = connect(run_dir)
-    lines = [f"Views over {run_dir}:"]
+def views(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """The run's views: name → (what it holds, its (column, type) pairs); a run without tokens has no `tokens`."""
+    found = {}
     for name, help_text in _VIEW_HELP.items():
         try:
             columns = con.execute(f"DESCRIBE {name}").fetchall()
         except duckdb.Error:
             continue
+        found[name] = (help_text, [(c[0], c[1]) for c in columns])
+    return found
+
+
+def describe_views(run_dir: str | Path, con: duckdb.DuckDBPyConnection | None = None, prompt: bool = False) -> str:
+    """Each view of the run, what it holds and its columns (on `con` when one is open), and a query to try: as a
+    command, or as a `prompt` takes it."""
+    lines = [f"Views over {run_dir}:"]
+    for name, (help_text, columns) in views(con or connect(run_dir)).items():
         lines.append(f"\n  {name}: {help_text}")
-        lines.append("    " + ", ".join(f"{c[0]} {c[1]}" for c in columns))
-    lines.append("\nTry: refinery sql RUN_DIR \"SELECT stage, reason, count(*) FROM removed GROUP BY ALL\"")
+        lines.append("    " + ", ".join(f"{column} {kind}" for column, kind in columns))
+    lines.append(f"\nTry: {_EXAMPLE};" if prompt else f'\nTry: refinery sql RUN_DIR "{_EXAMPLE}"')
     return "\n".join(lines)
-
-
-def interactive(run_dir: str | Path, fmt: str) -> None:
-    """A small prompt: one query per line, until an empty line, 'exit' or end of input."""
-    print(describe_views(run_dir))
-    while True:
-        try:
-            line = input("refinery> ").strip()
-        except EOFError:
-            print()
-            return
-        if line.lower() in ("", "exit", "quit", ".quit"):
-            return
-        try:
-            render(query(run_dir, line), fmt, sys.stdout)
-        except SqlError as err:
-            print(f"error: {err}", file=sys.stderr)
