@@ -13,11 +13,13 @@ EPILOG = """examples:
   refinery demo                                   run the bundled recipe on bundled real samples
   refinery fetch https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-22/wet.paths.gz --dest crawl
   refinery plan recipe.yaml                       what a run will do: inputs, passes, barriers, outputs
+  refinery run recipe.yaml --limit 100 -o out/look   a quick look: the first 100 records of each input file
   refinery run recipe.yaml --workers 4            run (or resume) a recipe; writes RUN/report.html and RUN/README.md
   refinery recipes                                the bundled recipes (web, instructions) and where their files are
   refinery run web --input 'crawl/*.warc.gz' --output out/web   a bundled recipe on your files (--dry-run: plan only)
   refinery report out/web-en                      (re)write a run's HTML report and dataset card
   refinery sql out/web-en "SELECT stage, reason, count(*) FROM removed GROUP BY ALL"
+  refinery sql out/web-en                         a prompt over the run's views (statements end with ;)
   refinery train --data out/web-en/tokens --out out/gpt-tiny   train the tiny GPT on a run's shards
   refinery classifier train --positive wiki.xml.bz2 --negative 'crawl/*.wet.gz' -o quality.bin   a quality classifier
   refinery schema > recipe.schema.json            the JSON schema of recipes (for editors)
