@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from refinery.corpora.atomic import commit, temp_name
-from refinery.corpora.storage import filesystem, store_errors
+from refinery.corpora.storage import InputError, filesystem, is_remote, store_errors
 
 TRANSFER_THREADS = 8  # object stores answer each request slowly and many at once well
+INDEX = "manifest.json"  # a published run's index: written last, it lists every file of the run
 
 
 class RemoteFolder:
@@ -97,6 +98,51 @@ class RemoteFolder:
             with store_errors(self.url, doing="write"):
                 self.fs.rm(paths)
                 self.fs.invalidate_cache(self.inner)
+
+
+def published_files(url: str) -> list[dict[str, Any]]:
+    """The files of the run published at `url` ({path, bytes}), from its index; InputError where there is none."""
+    index = RemoteFolder(url).read_json(INDEX)
+    if index is None or "files" not in index:
+        raise InputError(f"{url} is not a published Refinery run (no {INDEX} listing its files): check the URL, or "
+                         "rerun `refinery run` to finish publishing it")
+    return index["files"]
+
+
+def stage_published(url: str, say: Callable[[str], None] = print, of_run: str = "") -> Path:
+    """A local copy of the part of a published run that `url` names (the run, or a folder in it such as
+    RUN/tokens): the run's index is found at `url` or the folders above it, the listed files under that folder
+    (under `of_run`, e.g. "tokens", where `url` is the run itself) are downloaded into a staging folder (those
+    already there, whole, are not) and the local path of `url` returned."""
+    root, below = url.rstrip("/"), ""
+    for _ in range(3):  # RUN, RUN/tokens, RUN/tokens/train
+        index = RemoteFolder(root).read_json(INDEX) if root.count("/") >= 3 else None  # scheme://bucket/key
+        if index is not None and "files" in index:
+            break
+        root, name = root.rsplit("/", 1)
+        below = f"{name}/{below}".rstrip("/")
+    else:
+        raise InputError(f"{url} is not part of a published Refinery run (no {INDEX} listing its files there or in "
+                         "the two folders above): check the URL, or rerun `refinery run` to finish publishing it")
+    files = index["files"]
+    local_root = staging_root() / "downloads" / staging_folder(root).name
+    folder = below or of_run
+    wanted = [f for f in files if f["path"].startswith(f"{folder}/" if folder else "")]
+    missing = [f["path"] for f in wanted if not _whole(local_root / f["path"], f["bytes"])]
+    if missing:
+        total = sum(f["bytes"] for f in wanted if f["path"] in set(missing))
+        say(f"downloading {len(missing)} files ({total / 1e6:,.1f} MB) of {url} to {local_root}")
+        RemoteFolder(root).download(missing, local_root)
+    return local_root / below if below else local_root
+
+
+def local_or_staged(path: str, say: Callable[[str], None] = print, of_run: str = "") -> str:
+    """`path` itself where it is local; a staged copy of it where it names part of a published remote run."""
+    return str(stage_published(path, say, of_run)) if is_remote(path) else path
+
+
+def _whole(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
 
 
 def _each(action: Callable[[str], None], relatives: Iterable[str]) -> None:

@@ -12,9 +12,10 @@ import yaml
 from s3_server import BUCKET
 
 from refinery.corpora.atomic import read_json
+from refinery.corpora.remote_folder import published_files
 from refinery.pipelines.commands.cli import main
 from refinery.pipelines.engine.layout import RunLayout
-from refinery.pipelines.engine.publish import delivered_files, publish_run, published_files
+from refinery.pipelines.engine.publish import delivered_files, publish_run
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import RunError, run_recipe
 
@@ -120,3 +121,21 @@ def test_a_prefix_holding_other_objects_is_refused(s3, data_dir, staging, tmp_pa
     with pytest.raises(RunError, match=r"not a Refinery run \(file.csv"):
         run_recipe(recipe, progress=False)
     assert objects(s3["client"], "someone/else/") == {"file.csv": b"a,b\n"}
+
+
+def test_train_stages_the_shards_of_a_published_run_and_says_so(s3, local_run, staging, tmp_path, capsys):
+    url = f"s3://{BUCKET}/runs/for-training"
+    summary = run_recipe(load_recipe(write(tmp_path, dedup_recipe(f"s3://{BUCKET}", url))), progress=False)
+    args = ["--size", "tiny", "--max-steps", "2", "--batch-size", "2", "--seq-len", "32", "--device", "cpu", "-q"]
+    assert main(["train", "--data", f"{url}/tokens", "--out", str(tmp_path / "model"), *args]) == 0
+    said = capsys.readouterr().out
+    assert f"of {url}/tokens to {staging}" in said and (tmp_path / "model/latest/config.json").exists()
+    staged = next((staging / "downloads").iterdir())
+    tokens = sorted(str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file())
+    assert tokens and all(name.startswith("tokens/") for name in tokens)  # only the folder asked for
+    assert all((staged / n).read_bytes() == (summary.run_dir / n).read_bytes() for n in tokens)
+    # A second training finds the shards staged and downloads nothing.
+    assert main(["train", "--data", url, "--out", str(tmp_path / "again"), *args]) == 0
+    assert "downloading" not in capsys.readouterr().out
+    assert main(["train", "--data", f"s3://{BUCKET}/runs/none", "--out", str(tmp_path / "x"), *args]) == 2
+    assert "not part of a published Refinery run" in capsys.readouterr().err

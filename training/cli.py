@@ -116,7 +116,10 @@ def interrupted_advice(out: str | Path | None) -> str:
 def run_train(args: argparse.Namespace) -> int:
     """Train from parsed arguments; 0 on success, 2 with a message on a configuration or data error, 130 on Ctrl-C
     (with the command that resumes)."""
+    from refinery.corpora.remote_folder import local_or_staged
+    from refinery.corpora.storage import InputError, is_remote
     from refinery.tokenization.reader import ShardError
+    from refinery.tokenization.shards import TokenLayout
     from refinery.tokenization.tokenizer import TokenizerError
     from refinery.training.checkpoint import CheckpointError
     from refinery.training.config import ConfigError, load_train_config
@@ -130,8 +133,11 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         config = load_train_config(args.config, overrides, given_as)
         out = config.out
+        if any(is_remote(folder) for folder in config.data):  # shards are memory-mapped: read from local disk
+            staged = [local_or_staged(folder, of_run=TokenLayout.RUN_FOLDER) for folder in config.data]
+            config = config.model_copy(update={"data": staged})
         train(config, progress=not args.quiet)
-    except (ConfigError, CheckpointError, ShardError, TokenizerError) as err:
+    except (ConfigError, CheckpointError, ShardError, TokenizerError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingError as err:

@@ -168,6 +168,11 @@ def bundled_config(path: Path) -> Path:
     return shipped if shipped.is_file() else path
 
 
+def _beside(config_file: Path, value: str) -> str:
+    """A path of a config file, relative to the file's folder; a URL (s3://…) as it is."""
+    return value if "://" in value else str(config_file.parent / value)
+
+
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                       given_as: dict[str, str] | None = None) -> TrainConfig:
     """Read a YAML config (paths relative to its folder) and apply overrides ('model_args.dropout' reaches inside).
@@ -194,9 +199,9 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
             raise ConfigError(f"{path}: a training config is a mapping of options (data: …, out: …)")
         for key in PATH_FIELDS:
             if isinstance(loaded.get(key), str) and not (key == "resume" and loaded[key] == "latest"):
-                loaded[key] = str(path.parent / loaded[key])
+                loaded[key] = _beside(path, loaded[key])
             elif key == "data" and isinstance(loaded.get(key), list):
-                loaded[key] = [str(path.parent / p) for p in loaded[key]]
+                loaded[key] = [_beside(path, p) for p in loaded[key]]
         values, where = loaded, str(path)
     for key, value in overrides.items():
         _set(values, key, value)

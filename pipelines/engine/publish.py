@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from refinery.corpora.atomic import is_temp_name, read_json, write_json
-from refinery.corpora.remote_folder import RemoteFolder
+from refinery.corpora.remote_folder import INDEX, RemoteFolder
 from refinery.pipelines.engine.layout import RunLayout
-
-INDEX = "manifest.json"
 
 
 class PublishError(RuntimeError):
@@ -83,15 +81,6 @@ def publish_run(layout: RunLayout, url: str, progress: bool = True) -> int:
     current = set(files)
     remote.remove([name for name in _listed(previous or {}) if name not in current])
     return len(changed)
-
-
-def published_files(url: str) -> list[dict[str, Any]]:
-    """The files of a published run ({path, bytes}), from its index; PublishError where it is not a complete run."""
-    index = RemoteFolder(url).read_json(INDEX)
-    if index is None or "files" not in index:
-        raise PublishError(f"{url} is not a published Refinery run (no {INDEX} listing its files): check the URL, "
-                           "or rerun `refinery run` to finish publishing it")
-    return index["files"]
 
 
 def _listed(index: dict[str, Any]) -> list[str]:
