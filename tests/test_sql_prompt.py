@@ -63,11 +63,11 @@ class Terminal:
             os.execve(sys.executable, [sys.executable, "-m", "refinery.pipelines", "sql", str(run_dir)], env)
         self.seen = ""
 
-    def until(self, text: str, timeout: float = 60) -> str:
+    def until(self, text: str, timeout: float = 180) -> str:  # long: a busy 2-core box starts DuckDB slowly
         """What the terminal shows from now until `text` appears."""
         start, deadline = len(self.seen), time.monotonic() + timeout
         while text not in self.seen[start:]:
-            assert time.monotonic() < deadline, f"no {text!r} in {self.seen[start:]!r}"
+            assert time.monotonic() < deadline, f"no {text!r} after {self.seen[-2000:]!r}"
             self._read()
         return self.seen[start:]
 
@@ -83,7 +83,7 @@ class Terminal:
 
     def close(self) -> int:
         """The exit status, once the program has ended."""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while not (ended := os.waitpid(self.pid, os.WNOHANG))[0]:
             assert time.monotonic() < deadline, f"still running after {self.seen[-300:]!r}"
             self._read()
