@@ -287,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=CLASSIFIER_DESCRIPTION)
     add_classifier_arguments(classifier)
 
+    from refinery.pipelines.commands import embeddings as embeddings_command  # stdlib only; fastText when run
+
+    embeddings = commands.add_parser("embeddings", help=embeddings_command.HELP,
+                                     description=embeddings_command.DESCRIPTION)
+    embeddings_command.add_arguments(embeddings)
+    embeddings.set_defaults(fn=embeddings_command.run)
+
     from refinery.pipelines.commands import ablate as ablate_command  # stdlib only; the engine and torch when run
 
     ablate = commands.add_parser("ablate", help=ablate_command.HELP, description=ablate_command.DESCRIPTION)

@@ -7,6 +7,7 @@
     out/<run>/stats/<stage>.json            counts per stage
     out/<run>/tokens/                       tokenizer and token shards (refinery.tokenization.shards.TokenLayout)
     out/<run>/work/                         intermediate passes, done-markers, global stages' working files
+    out/<run>/embeddings/                   word vectors trained on the kept documents (refinery embeddings train)
     out/<run>/report.html, README.md        the run's report and dataset card (refinery report; written after a run)
 
 Writes go through refinery.corpora.atomic (temp name, flush, rename), so cleanup knows the one temp scheme.
@@ -56,6 +57,11 @@ class RunLayout:
         return TokenLayout.of_run(self.root)
 
     @property
+    def embeddings(self) -> Path:
+        """Word vectors trained on data/ (`refinery embeddings train RUN`); --force deletes them with the data."""
+        return self.root / "embeddings"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.html"
 
@@ -84,7 +90,7 @@ class RunLayout:
         """Everything a run writes at the top of its folder (a user's own files beside them are not ours). The
         dataset card is left out: a user may have edited it, and the next run rewrites only a card of ours."""
         return [self.manifest, self.data, self.root / "removed", self.quarantine, self.stats, self.tokens.root,
-                self.work, self.report]
+                self.work, self.report, self.embeddings]
 
     def is_run(self) -> bool:
         return self.manifest.is_file()
