@@ -139,3 +139,22 @@ def test_train_stages_the_shards_of_a_published_run_and_says_so(s3, local_run, s
     assert "downloading" not in capsys.readouterr().out
     assert main(["train", "--data", f"s3://{BUCKET}/runs/none", "--out", str(tmp_path / "x"), *args]) == 2
     assert "not part of a published Refinery run" in capsys.readouterr().err
+
+
+def test_sql_reads_a_published_run_in_place_and_only_the_files_its_index_lists(s3, local_run, staging, tmp_path):
+    from refinery.pipelines.commands import sql
+
+    local, _ = local_run
+    url = f"s3://{BUCKET}/runs/for-sql"
+    run_recipe(load_recipe(write(tmp_path, dedup_recipe(f"s3://{BUCKET}", url))), progress=False)
+    # An object under the prefix that the index does not list (a part of an interrupted publication): ignored.
+    stray = (local.run_dir / "data/part-00000.parquet").read_bytes()
+    s3["client"].put_object(Bucket=BUCKET, Key="runs/for-sql/data/part-99999.parquet", Body=stray)
+    statements = ["SELECT count(*), sum(length(text)) FROM docs", "SELECT stage, reason, count(*) FROM removed "
+                  "GROUP BY ALL ORDER BY ALL", "SELECT stage, docs_in, kept FROM stats ORDER BY stage",
+                  "SELECT split, count(*), sum(length) FROM tokens GROUP BY ALL ORDER BY ALL"]
+    for statement in statements:
+        assert sql.query(url, statement).equals(sql.query(local.run_dir, statement)), statement
+    with pytest.raises(sql.SqlError):  # as read-only as a local run: DuckDB itself reaches no file
+        sql.query(url, f"COPY (SELECT 1) TO '{tmp_path / 'written.csv'}'")
+    assert not (tmp_path / "written.csv").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import TextIO
 
@@ -55,42 +56,82 @@ def _quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _files(folder: Path, pattern: str) -> list[Path]:
-    return sorted(path for path in folder.glob(pattern) if path.is_file()) if folder.is_dir() else []
+class _RunFiles:
+    """The files of a run folder on this machine, by pattern."""
+
+    filesystem = None  # pyarrow's local file system
+
+    def __init__(self, run_dir: str | Path):
+        # Resolved, so a symlinked run folder or one named with `..` reads the run's real files and nothing else.
+        self.root = Path(run_dir).resolve()
+        if not (self.root / "manifest.json").is_file():
+            raise SqlError(f"{run_dir} is not a Refinery run folder (no manifest.json); give the `output:` of a "
+                           "recipe")
+        self.stats = self.root / "stats"
+
+    def files(self, pattern: str) -> list[str]:
+        return [str(path) for path in sorted(self.root.glob(pattern)) if path.is_file()]
+
+    def path(self, relative: str) -> str:
+        return str(self.root / relative)
 
 
-def _dataset(files: list[Path], partitioning: ds.Partitioning | None = None, base: Path | None = None,
+class _PublishedRunFiles(_RunFiles):
+    """The files a run published on object storage lists in its index (nothing else under its prefix), read in
+    place by pyarrow through fsspec; only the small stats files are downloaded (to the staging folder)."""
+
+    def __init__(self, url: str):
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        from refinery.corpora.remote_folder import RemoteFolder, published_files, stage_published
+
+        folder = RemoteFolder(url)
+        self.listed = [entry["path"] for entry in published_files(url)]
+        self.filesystem = PyFileSystem(FSSpecHandler(folder.fs))
+        self.inner = folder.inner
+        self.stats = stage_published(url, say=lambda text: None, of_run="stats") / "stats"
+
+    def files(self, pattern: str) -> list[str]:
+        depth = pattern.count("/")
+        return [self.path(name) for name in self.listed if name.count("/") == depth and fnmatch(name, pattern)]
+
+    def path(self, relative: str) -> str:
+        return f"{self.inner}/{relative}"
+
+
+def _dataset(run: _RunFiles, files: list[str], partitioning: ds.Partitioning | None = None, base: str | None = None,
              first: pa.Field | None = None) -> ds.Dataset:
     """Parquet parts as one lazily read dataset whose schema unites every part (as union_by_name did)."""
     try:
-        schema = pa.unify_schemas([pq.read_schema(path) for path in files], promote_options="permissive")
+        schema = pa.unify_schemas([pq.read_schema(path, filesystem=run.filesystem) for path in files],
+                                  promote_options="permissive")
     except (pa.ArrowException, OSError) as err:  # a damaged part, or parts that disagree on a column's type
-        raise SqlError(f"cannot read {files[0].parent}: {err}") from None
+        raise SqlError(f"cannot read {files[0].rsplit('/', 1)[0]}: {err}") from None
     if first is not None:  # a partition column, shown first
         schema = pa.schema([first, *schema])
-    return ds.dataset([str(path) for path in files], schema=schema, format="parquet", partitioning=partitioning,
-                      partition_base_dir=None if base is None else str(base))
+    return ds.dataset(files, schema=schema, format="parquet", partitioning=partitioning, partition_base_dir=base,
+                      filesystem=run.filesystem)
 
 
 def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the run's views, locked so that no statement can touch a file."""
-    # Resolved, so a symlinked run folder or one named with `..` reads the run's real files and nothing else.
-    root = Path(run_dir).resolve()
-    if not (root / "manifest.json").is_file():
-        raise SqlError(f"{run_dir} is not a Refinery run folder (no manifest.json); give the `output:` of a recipe")
+    """An in-memory DuckDB connection with the run's views, locked so that no statement can touch a file. The run
+    is a folder here or a run published on object storage (s3://…: its Parquet files are read in place)."""
+    from refinery.corpora.storage import is_remote
+
+    run = _PublishedRunFiles(str(run_dir)) if is_remote(run_dir) else _RunFiles(run_dir)
     con = duckdb.connect(":memory:")
     removed_empty = DOCUMENT_SCHEMA.empty_table().append_column("reason", pa.array([], pa.string()))
     empties = {"docs": DOCUMENT_SCHEMA.empty_table(), "quarantine": QUARANTINE_SCHEMA.empty_table(),
                "removed": removed_empty.append_column("stage", pa.array([], pa.string()))}
     for name, pattern in (("docs", "data/*.parquet"), ("removed", "removed/*/*.parquet"),
                           ("quarantine", "quarantine/*.parquet")):
-        files = _files(root, pattern)
-        con.register(name, _dataset(files) if files else empties[name])
-    if tokens := _files(root, "tokens/*/index.parquet"):  # the split is the folder name
+        files = run.files(pattern)
+        con.register(name, _dataset(run, files) if files else empties[name])
+    if tokens := run.files("tokens/*/index.parquet"):  # the split is the folder name
         split = pa.field("split", pa.string())
-        con.register("tokens", _dataset(tokens, ds.partitioning(pa.schema([split])), root / "tokens", split))
-    if _files(root, "stats/*.json"):  # a few small files: read now, while DuckDB may still open files
-        source = _quoted(root / "stats" / "*.json")
+        con.register("tokens", _dataset(run, tokens, ds.partitioning(pa.schema([split])), run.path("tokens"), split))
+    if sorted(run.stats.glob("*.json")):  # a few small files: read now, while DuckDB may still open files
+        source = _quoted(run.stats / "*.json")
         # The counts a newcomer looks for first; the rest in the files' order.
         first = "stage, docs_in, kept, removed, quarantined"
         con.execute(f"CREATE TABLE stats AS SELECT {first}, * EXCLUDE ({first}) FROM read_json({source}, "
