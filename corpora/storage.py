@@ -35,6 +35,12 @@ _SETTINGS = {
     "hf": "HF_TOKEN for a private or gated repository, HF_ENDPOINT for a mirror",
 }
 _SETTINGS |= {"s3a": _SETTINGS["s3"], "gcs": _SETTINGS["gs"]}
+# The environment variables those settings are made of: what a task on another machine needs to see the stores
+# as this process does (the Ray executor passes those that are set on to its tasks).
+SETTING_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                     "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "FSSPEC_S3_ANON",
+                     "GOOGLE_APPLICATION_CREDENTIALS", "FSSPEC_GCS_TOKEN", "HF_TOKEN", "HF_ENDPOINT",
+                     "REFINERY_STAGING")
 # Where a store keeps an object's version, in order of preference (GCS's generation, S3's ETag, the Hub's
 # blob id, then a modification time): a new upload changes it.
 _VERSION_KEYS = ("generation", "ETag", "etag", "blob_id", "md5Hash", "LastModified", "last_modified", "updated",

@@ -360,3 +360,33 @@ def test_close_leaves_a_connection_it_did_not_open(cluster, ray_executor):
     borrowed = create_executor("ray")  # Ray is already connected (by ray_executor): this one only borrows it
     borrowed.close()
     assert ray.is_initialized()
+
+
+def test_inputs_and_output_on_s3_through_ray_publish_what_a_local_run_writes(cluster, ray_executor, s3, data_dir,
+                                                                             write_recipe, tmp_path, monkeypatch):
+    from s3_server import BUCKET
+
+    from refinery.corpora.remote_folder import published_files
+
+    # The tasks reach the S3 server through the settings the driver has (the s3 fixture set them here, after the
+    # cluster started): the executor passes them on.
+    monkeypatch.setenv("REFINERY_STAGING", str(tmp_path / "staging"))
+    url = f"s3://{BUCKET}/runs/on-ray"
+
+    def recipe(root: str, output: str) -> Path:
+        inputs = [{"path": f"{root}/text/c4_demo.jsonl"}, {"path": f"{root}/text/cc_en_head-*.jsonl.gz"}]
+        stages = [{"length_filter": {"min_words": 50}}, {"exact_dedup": {}}, {"minhash_dedup": {}},
+                  {"tokenize": {"tokenizer": "train", "vocab_size": 1000}}]
+        return write_recipe(inputs, stages, name="s3" if "://" in root else "local", output=output, task_size="64KB")
+
+    local = run_recipe(load_recipe(recipe(str(data_dir), "local-out")), progress=False,
+                       executor=create_executor("local", workers=2))
+    summary = run_recipe(load_recipe(recipe(f"s3://{BUCKET}", url)), progress=False, executor=ray_executor)
+    assert summary.published_to == url and reconciles(summary)
+    assert (summary.read, summary.kept, summary.removed) == (local.read, local.kept, local.removed)
+    client = s3["client"]
+    published = {entry["path"]: client.get_object(Bucket=BUCKET, Key=f"runs/on-ray/{entry['path']}")["Body"].read()
+                 for entry in published_files(url)}
+    expected = output_files(local.run_dir)
+    assert {name: body for name, body in published.items() if name in expected} == expected
+    assert {"data", "removed", "tokens"} <= {name.split("/")[0] for name in expected}

@@ -7,8 +7,11 @@
 
 What the nodes need (docs/cluster.md):
 - The run folder at the same path on every node (shared storage such as NFS): tasks write their outputs there and
-  the driver reads them back. A task on a node that cannot see it fails at once, naming the node; object storage
-  for run folders is a later step.
+  the driver reads them back. A task on a node that cannot see it fails at once, naming the node. With an output
+  on object storage (`output: s3://...`) that folder is the run's staging folder ($REFINERY_STAGING), and the
+  driver publishes the finished run (refinery.pipelines.engine.publish).
+- The object-store settings the driver has (AWS_ENDPOINT_URL, credentials, ...: corpora.storage.SETTING_VARIABLES)
+  are set in the tasks' workers too (a runtime env), so tasks read s3:// inputs as the driver does.
 - `refinery` importable by the worker processes. On one machine that is the installed (or editable) package; on a
   cluster, install it in the nodes' image, or give Ray a runtime_env (`ray job submit --runtime-env-json ...`).
 
@@ -116,7 +119,7 @@ class RayExecutor(Executor):
         self._owns_ray = not ray.is_initialized()  # a caller's own connection is the caller's to close
         if self._owns_ray:
             _connect(ray, self.address)
-        self._attempt = ray.remote(_attempt).options(max_retries=max_retries, retry_exceptions=False)
+        self._attempt = ray.remote(_attempt)
         self._counter: Any = None
 
     def map(
@@ -132,9 +135,12 @@ class RayExecutor(Executor):
         waiting = iter(enumerate(jobs))
         in_flight: dict[Any, int] = {}
 
+        attempt = self._attempt.options(max_retries=self.max_retries, retry_exceptions=False,
+                                        runtime_env=_store_settings())
+
         def submit() -> None:
             for index, job in itertools.islice(waiting, limit - len(in_flight)):
-                in_flight[self._attempt.remote(fn, job, counter)] = index
+                in_flight[attempt.remote(fn, job, counter)] = index
 
         try:
             submit()
@@ -176,6 +182,15 @@ class RayExecutor(Executor):
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
             self._counter = ray.remote(_Counter).options(num_cpus=0, max_restarts=-1, scheduling_strategy=here).remote()
         return self._counter
+
+
+def _store_settings() -> dict[str, Any] | None:
+    """A runtime env with the object-store settings of this process (endpoint, region, credentials, as
+    refinery.corpora.storage lists them) for the tasks' workers, so tasks reach the stores the driver reaches."""
+    from refinery.corpora.storage import SETTING_VARIABLES
+
+    settings = {name: os.environ[name] for name in SETTING_VARIABLES if name in os.environ}
+    return {"env_vars": settings} if settings else None
 
 
 class _ProgressReader:
