@@ -253,13 +253,15 @@ def known_word(model: Any, text: str, oov: bool) -> str:
     """A user's word, prepared; refused when the model never saw it (unless `oov`: fastText then builds its
     vector from its character n-grams)."""
     word = word_of(text)
-    if oov and model.get_word_id(word) < 0 and not has_subwords(model):
-        raise EmbeddingsError(f"{word!r} is not in the vocabulary, and the model was trained without subwords "
-                              "(--no-subwords): it has no vector for an unknown word")
-    if not oov and model.get_word_id(word) < 0:
-        raise EmbeddingsError(f"{word!r} is not in the vocabulary ({len(model.get_words()):,} words, each seen "
-                              f"at least {model.f.getArgs().minCount} times in training): check the spelling, try "
-                              "a more frequent word, or pass --oov for a vector built from its character n-grams")
+    if model.get_word_id(word) >= 0:
+        return word
+    known = (f"{word!r} is not in the vocabulary ({len(model.get_words()):,} words, each seen at least "
+             f"{model.f.getArgs().minCount} times in training): check the spelling or try a more frequent word")
+    if not has_subwords(model):
+        raise EmbeddingsError(f"{known}; the model was trained without subwords (--no-subwords), so it has no "
+                              "vector for an unknown word")
+    if not oov:
+        raise EmbeddingsError(f"{known}, or pass --oov for a vector built from its character n-grams")
     return word
 
 
