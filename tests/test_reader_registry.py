@@ -20,7 +20,7 @@ from refinery.corpora.readers import (
     read_task,
     register,
 )
-from refinery.corpora.readers.base import RecordBuilder
+from refinery.corpora.readers.builder import RecordBuilder
 from refinery.corpora.readers.text import TextOptions
 from refinery.pipelines.commands import sql
 from refinery.pipelines.commands.cli import main
@@ -121,7 +121,7 @@ def test_a_reader_in_one_new_file_is_usable_from_a_recipe(write_recipe, tmp_path
     ("    text_field: [a]", "r.yaml:4: inputs.0.text_field: option 'text_field' of format jsonl: Input should be a "
                           "valid string"),
     ("    options: {unit: line}", "r.yaml:4: inputs.0.options: unknown option 'options' for format jsonl (valid: "
-                                "format, id_field, path, source, text_field)"),
+                                "fields, format, id_field, path, source, text_field)"),
 ])
 def test_reader_options_are_checked_with_the_recipe_line(line, expected):
     with pytest.raises(RecipeError) as err:

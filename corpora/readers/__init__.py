@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from refinery.corpora.readers.base import (
     ReaderOptions,
     ReadTask,
 )
+from refinery.corpora.readers.fields import declared_schema
 from refinery.corpora.storage import expand
 
 READERS: dict[str, type[Reader]] = {}
@@ -103,9 +104,21 @@ def reader_options(fmt: str, options: Mapping[str, Any], path: str | Path = "") 
     return READERS[fmt].Options.model_validate(dict(options))
 
 
-def document_schema(formats: Iterable[str]) -> pa.Schema:
-    """The Document columns plus every typed column the given formats' readers add (e.g. WARC's url date)."""
-    return pa.unify_schemas([Reader.schema] + [READERS[f].schema for f in sorted(set(formats))])
+def document_schema(formats: Iterable[str], declared: Iterable[Mapping[str, str]] = ()) -> pa.Schema:
+    """The Document columns plus every typed column the formats' readers add (e.g. WARC's crawl_date) and the
+    inputs declare (`fields:`); InputError where two of them give one name two types."""
+    schemas = [Reader.schema] + [READERS[f].schema for f in sorted(set(formats))]
+    schemas += [pa.schema(declared_schema(dict(fields))) for fields in declared if fields]
+    try:
+        return pa.unify_schemas(schemas)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise InputError(f"the inputs' columns disagree on a type ({err}); give each column one type in `fields:` "
+                         "(a field may not take the name of a reader's own column with another type)") from None
+
+
+def tasks_schema(tasks: Sequence[ReadTask]) -> pa.Schema:
+    """document_schema of the formats and declared fields of these read tasks."""
+    return document_schema((task.format for task in tasks), (getattr(task.options, "fields", {}) for task in tasks))
 
 
 def default_source(path: str | Path) -> str:
@@ -206,5 +219,5 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.is
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["READERS", "InputError", "ReadBatch", "ReadTask", "Reader", "ReaderOptions", "default_source",
-           "document_schema", "expand_paths", "format_from_name", "infer_format", "option_formats",
+           "document_schema", "tasks_schema", "expand_paths", "format_from_name", "infer_format", "option_formats",
            "option_problems", "plan_input", "read_task", "reader_options", "register"]

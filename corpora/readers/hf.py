@@ -16,8 +16,8 @@ from refinery.corpora.readers.base import (
     ReadBatch,
     Reader,
     ReadTask,
-    RecordBuilder,
 )
+from refinery.corpora.readers.builder import RecordBuilder
 from refinery.corpora.readers.rows import add_rows, numbered
 
 

@@ -40,10 +40,10 @@ from refinery.corpora.readers.base import (
     ReadBatch,
     Reader,
     ReadTask,
-    RecordBuilder,
     decompressed,
     is_compressed,
 )
+from refinery.corpora.readers.builder import RecordBuilder
 from refinery.corpora.readers.lines import byte_ranges, iter_lines, read_head, read_whole
 from refinery.corpora.records import (
     DOCUMENT_SCHEMA,

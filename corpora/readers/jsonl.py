@@ -23,9 +23,9 @@ from refinery.corpora.readers.base import (
     ReadBatch,
     Reader,
     ReadTask,
-    RecordBuilder,
     is_compressed,
 )
+from refinery.corpora.readers.builder import RecordBuilder
 from refinery.corpora.readers.lines import byte_ranges, iter_lines
 
 # orjson reads an integer literal beyond 64 bits as a float, where `json` keeps it exact; every float

@@ -22,8 +22,8 @@ from refinery.corpora.readers.base import (
     ReadBatch,
     Reader,
     ReadTask,
-    RecordBuilder,
 )
+from refinery.corpora.readers.builder import RecordBuilder
 from refinery.corpora.readers.rows import add_rows
 
 # What pyarrow raises on bytes that are not the Parquet they claim to be (OSError: "Corrupt snappy compressed

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
-from refinery.corpora.readers.base import InputError, ReadBatch, RecordBuilder
+from refinery.corpora.readers.base import InputError, ReadBatch
+from refinery.corpora.readers.builder import RecordBuilder
 
 
 def numbered(batches: Iterable[pa.RecordBatch], first_row: int) -> Iterator[tuple[int, pa.RecordBatch]]:

@@ -17,9 +17,9 @@ from refinery.corpora.readers.base import (
     Reader,
     ReaderOptions,
     ReadTask,
-    RecordBuilder,
     is_compressed,
 )
+from refinery.corpora.readers.builder import RecordBuilder
 from refinery.corpora.readers.lines import byte_ranges, iter_lines, read_whole
 
 _PARAGRAPH_BREAK = re.compile(rb"\n[ \t\r]*\n")

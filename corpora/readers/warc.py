@@ -35,7 +35,8 @@ import pyarrow as pa
 from fastwarc.warc import WarcRecord
 
 from refinery.corpora.readers import register
-from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, Reader, ReadTask, RecordBuilder
+from refinery.corpora.readers.base import DEFAULT_BATCH_ROWS, ReadBatch, Reader, ReadTask
+from refinery.corpora.readers.builder import RecordBuilder
 from refinery.corpora.readers.warc_framing import Damaged, Framed, frame_records
 from refinery.corpora.records import DOCUMENT_SCHEMA, document_table, encode_meta, position_id, quarantine_table
 
