@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from refinery.corpora import storage
 from refinery.corpora.atomic import read_json, write_json
-from refinery.corpora.readers import InputError, ReadTask, document_schema
+from refinery.corpora.readers import InputError, ReadTask, tasks_schema
 from refinery.pipelines.engine.executors import Executor, create_executor
 from refinery.pipelines.engine.layout import RunLayout, RunLock, RunLocked
 from refinery.pipelines.engine.progress import PassProgress, input_bytes_per_task
@@ -326,7 +326,7 @@ def _run(
     executor: Executor, progress: bool, started: float,
 ) -> RunSummary:
     segments = plan_segments(loaded.stages)
-    schema = document_schema(task.format for task in tasks)
+    schema = tasks_schema(tasks)
     task_bytes = input_bytes_per_task(tasks, manifest["inputs"])
     resumed = 0
     if manifest["status"] != "complete":
