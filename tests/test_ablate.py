@@ -1,4 +1,4 @@
-"""`refinery ablate` through the real CLI: the bundled ablation pair (its stages, on two small real input files so
+"""`refinery ablate` through the real CLI: the bundled ablation pair (by name, on two small real input files so
 that it takes seconds), the report's structure, resumption (a finished ablation trains nothing; a lost result retrains
 only that model, to the same figures), refused changes of settings, the repeat warning; and the t statistics."""
 
@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from refinery.pipelines.commands.ablate_stats import interval, paired_test, t_p_value, t_quantile
 from refinery.pipelines.commands.bundled import RECIPES_DIR, bundled_group
@@ -24,35 +23,28 @@ OPTIONS = ["--tokens", "8k", "--seeds", str(SEEDS), "--mc-items", "8", "--eval-t
 
 
 @pytest.fixture(scope="module")
-def recipes(tmp_path_factory, data_dir) -> list[Path]:
-    """The bundled ablation recipes, stages unchanged, reading two small real files instead of all the web data."""
-    folder = tmp_path_factory.mktemp("recipes")
-    inputs = [{"path": str(data_dir / "warc/wget-crawl-0001.warc.gz")},
-              {"path": str(data_dir / "warc/cc-main-2024-22-whirlwind.warc.wet.gz")}]
-    paths = []
-    for bundled in bundled_group("ablation"):
-        recipe = yaml.safe_load(bundled.path.read_text(encoding="utf-8"))
-        for stage in recipe["stages"]:
-            if "decontaminate" in stage:
-                stage["decontaminate"]["evals"] = [str(data_dir / "evals")]
-        recipe.update(inputs=inputs, output="unused")
-        paths.append(folder / bundled.path.name)
-        paths[-1].write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    return paths
+def inputs(data_dir) -> list[str]:
+    """Two small real files, read by both bundled recipes instead of all the web data, so that the test takes
+    seconds; the refined recipe keeps fewer tokens than the budget."""
+    return ["--input", str(data_dir / "warc/wget-crawl-0001.warc.gz"),
+            "--input", str(data_dir / "warc/cc-main-2024-22-whirlwind.warc.wet.gz")]
 
 
-def ablate(recipes: list[Path], out: Path, capsys, *extra: str) -> tuple[int, str]:
-    code = main(["ablate", *map(str, recipes), *OPTIONS, "--out", str(out), *extra])
+def ablate(inputs: list[str], out: Path, capsys, *extra: str) -> tuple[int, str]:
+    code = main(["ablate", "ablation", *inputs, *OPTIONS, "--out", str(out), *extra])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
 
 @pytest.fixture(scope="module")
-def finished(recipes, tmp_path_factory, one_torch_thread):
+def finished(inputs, tmp_path_factory, one_torch_thread):
+    """The bundled pair by its folder's name, as a user runs it (on the two files); nothing written in the package."""
     out = tmp_path_factory.mktemp("ablation")
+    package = set(RECIPES_DIR.rglob("*"))
     buffer = io.StringIO()  # a module fixture has no capsys
     with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        code = main(["ablate", *map(str, recipes), *OPTIONS, "--out", str(out)])
+        code = main(["ablate", "ablation", *inputs, *OPTIONS, "--out", str(out)])
+    assert set(RECIPES_DIR.rglob("*")) == package
     return code, buffer.getvalue(), out
 
 
@@ -112,16 +104,16 @@ def test_short_data_is_repeated_with_a_warning_giving_the_epochs(finished):
 
 
 def test_a_rerun_trains_nothing_and_a_lost_result_retrains_only_its_model_to_the_same_figures(
-        finished, recipes, capsys):
+        finished, inputs, capsys):
     _, _, out = finished
     before = figures(out)
-    code, output = ablate(recipes, out, capsys)
+    code, output = ablate(inputs, out, capsys)
     assert code == 0, output
     assert f"trained 0 of {2 * SEEDS} models" in output and figures(out) == before
 
     checkpoints = {p: p.stat().st_mtime_ns for p in out.glob("models/*/seed-*/latest/model.safetensors")}
     (out / "results/refined/seed-1.json").unlink()  # as if the ablation was killed while training it
-    code, output = ablate(recipes, out, capsys)
+    code, output = ablate(inputs, out, capsys)
     assert code == 0, output
     assert f"trained 1 of {2 * SEEDS} models" in output
     changed = [p for p, mtime in checkpoints.items() if p.stat().st_mtime_ns != mtime]
@@ -129,9 +121,9 @@ def test_a_rerun_trains_nothing_and_a_lost_result_retrains_only_its_model_to_the
     assert figures(out) == before  # same inputs and seed: the same figures, bit for bit
 
 
-def test_other_settings_are_refused_not_mixed(finished, recipes, capsys):
+def test_other_settings_are_refused_not_mixed(finished, inputs, capsys):
     _, _, out = finished
-    code, output = ablate(recipes, out, capsys, "--size", "tiny", "--mc-items", "9")
+    code, output = ablate(inputs, out, capsys, "--size", "tiny", "--mc-items", "9")
     assert code == 2
     assert "other settings" in output and "--force" in output and "mc_items" in output
 

@@ -59,6 +59,9 @@ def _positive(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipes", nargs="+", metavar="RECIPE", help="two or more recipe files or bundled names; a "
                         "bundled folder name (ablation) stands for its recipes (ablation/raw, ablation/refined)")
+    parser.add_argument("--input", "-i", action="append", default=[], metavar="PATH",
+                        help="read this file, folder or glob (quote it) in every recipe instead of its inputs; "
+                             "repeatable; relative to the current folder")
     parser.add_argument("--tokens", type=_token_count, required=True, metavar="N",
                         help="training tokens of every proxy model (2000000, 500k, 2M); a recipe with fewer is "
                              "repeated, with a warning giving the epochs")
@@ -99,17 +102,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _recipes(arguments: list[str], runs: Path) -> dict[str, Any]:
-    """name → LoadedRecipe writing to runs/NAME, from files, bundled names and bundled folders."""
+def _recipes(arguments: list[str], inputs: list[str], runs: Path) -> dict[str, Any]:
+    """name → LoadedRecipe writing to runs/NAME, from files, bundled names and bundled folders (reading `inputs`
+    instead of their own, when given)."""
     from refinery.pipelines.commands.ablate_data import AblationError
     from refinery.pipelines.commands.bundled import bundled_group, resolve_recipe
     from refinery.pipelines.engine.recipe import with_overrides
 
-    expanded = [name for a in arguments for name in
-                ([b.name for b in bundled_group(a)] if not Path(a).exists() and bundled_group(a) else [a])]
+    expanded: list[str] = []
+    for argument in arguments:
+        group = [] if Path(argument).exists() else bundled_group(argument)
+        expanded += [bundled.name for bundled in group] or [argument]
     recipes: dict[str, Any] = {}
     for argument in expanded:
-        loaded, _ = resolve_recipe(argument, [], None)
+        loaded, _ = resolve_recipe(argument, inputs, None)
         name = loaded.recipe.name
         if not re.fullmatch(r"[\w.+-]+", name):
             raise AblationError(f"recipe {argument}: its name '{name}' names folders of the ablation; use letters, "
@@ -192,7 +198,7 @@ def _ablate(args: argparse.Namespace) -> int:
     from refinery.corpora.atomic import read_json, remove_path, write_json
     from refinery.pipelines.commands.ablate_data import AblationError, clean_text_slice, tokenize_run, tokens_ready
     from refinery.pipelines.commands.ablate_report import metrics, write_report
-    from refinery.pipelines.engine.run import describe_summary, run_recipe
+    from refinery.pipelines.engine.run import RunError, describe_summary, run_recipe
     from refinery.tokenization.tokenizer import fingerprint
     from refinery.training.proxy import VOCAB_SIZES, HeldOut, proxy_config, train_and_evaluate
 
@@ -203,11 +209,15 @@ def _ablate(args: argparse.Namespace) -> int:
             raise AblationError(f"{flag} {path} does not exist; give the file (or folder) with {flag}")
     if not 0 < args.validation_fraction < 1:
         raise AblationError(f"--validation-fraction must be between 0 and 1, got {args.validation_fraction}")
-    recipes = _recipes(args.recipes, out / "runs")
+    recipes = _recipes(args.recipes, args.input, out / "runs")
     runs: dict[str, Path] = {}
     for name, loaded in recipes.items():
         print(f"recipe {name} ({loaded.source_file}) → {loaded.output_dir}")
-        summary = run_recipe(loaded, workers=args.workers, progress=not args.quiet)
+        try:
+            summary = run_recipe(loaded, workers=args.workers, progress=not args.quiet)
+        except RunError as err:  # its advice (--force) is `refinery run`'s: say what ablate needs instead
+            raise AblationError(f"recipe {name}: {err}. For this ablation: delete {loaded.output_dir} to run the "
+                                "recipe afresh, or give another --out") from None
         print("  " + describe_summary(summary).splitlines()[0])
         runs[name] = summary.run_dir
     names = list(runs)
@@ -276,8 +286,9 @@ def _ablate(args: argparse.Namespace) -> int:
                "tokenizer": {"path": str(out / "tokenizer.json"), "sha256": fingerprint(tokenizer),
                              "vocab_size": tokenizer.get_vocab_size(),
                              "sample_chars": read_json(out / "tokenizer-sample.json")}}
-    command = shlex.join(["refinery", "ablate", *args.recipes, "--tokens", str(args.tokens), "--size", args.size,
-                          "--seeds", str(args.seeds), "--out", str(args.out)])
+    command = shlex.join(["refinery", "ablate", *args.recipes, *(f"--input={path}" for path in args.input),
+                          "--tokens", str(args.tokens), "--size", args.size, "--seeds", str(args.seeds), "--out",
+                          str(args.out)])
     print(write_report(out, payload, results, seeds, metrics(names, args.clean_text.stem), command))
     print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'} and {out / 'ablation.png'}")
     return 0

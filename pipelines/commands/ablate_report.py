@@ -79,13 +79,24 @@ def table(summary: dict[str, dict[str, Interval]], columns: list[Metric], facts:
     names = list(summary)
     rows = [["", *names], ["---"] * (len(names) + 1),
             ["kept documents", *(f"{facts[n]['kept_documents']:,}" for n in names)],
-            ["training tokens (epochs at the budget)",
+            ["train split tokens (epochs at the budget)",
              *(f"{facts[n]['train_tokens']:,} ({facts[n]['epochs']:.2f})" for n in names)]]
     for metric in columns:
         digits = 3 if "acc" in metric.field else 4
         arrow = "↓" if metric.lower_is_better else "↑"
         rows.append([f"{metric.label} {arrow}", *(_cell(summary[n][metric.label], digits) for n in names)])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def pair_table(pairs: list[dict[str, Any]]) -> str:
+    """Every paired difference: how much better B is than A on each metric, its interval and p-value."""
+    rows = ["| A → B | metric | B better by (95 % t-interval) | p |", "| --- | --- | --- | --- |"]
+    for pair in pairs:
+        better = pair["b_better_by"]
+        spread = "" if better["ci95"] is None else f" ± {better['ci95']:.4f}"
+        p = "" if pair["p"] is None else f"{pair['p']:.3g}"
+        rows.append(f"| {pair['a']} → {pair['b']} | {pair['metric']} | {better['mean']:+.4f}{spread} | {p} |")
+    return "\n".join(rows)
 
 
 def plot_curves(results: Results, seeds: list[int], path: Path) -> None:
@@ -135,11 +146,13 @@ def write_report(out: Path, payload: dict[str, Any], results: Results, seeds: li
     plot_curves(results, seeds, out / "ablation.png")
     text = table(summary, columns, facts)
     settings = payload["settings"]
-    intro = (f"{len(results)} recipes × {len(seeds)} seeds ({', '.join(map(str, seeds))}), {settings['size']} GPT, "
-             f"{payload['tokens_trained']:,} training tokens each (budget {settings['tokens']:,}); mean ± 95 % "
+    seeds_text = f"{len(seeds)} seed{'s' * (len(seeds) > 1)} ({', '.join(map(str, seeds))})"
+    intro = (f"{len(results)} recipes × {seeds_text}, {settings['size']} GPT, {payload['tokens_trained']:,} "
+             f"training tokens each (budget {settings['tokens']:,}); mean ± 95 % "
              f"t-interval over seeds; ↓ lower is better, ↑ higher. Tokenizer sha256 {payload['tokenizer']['sha256']}")
     write_text(out / "ablation.md", "\n\n".join([
         "# Ablation", f"`{command}`", intro, text, "## Verdicts (paired t-test over seeds)",
-        "\n".join(f"- {line}" for line in verdicts), "Validation curves: ablation.png. Every figure: ablation.json.",
+        "\n".join(f"- {line}" for line in verdicts), "## Every paired difference", pair_table(pairs),
+        "Validation curves: ablation.png. Every figure, per seed: ablation.json.",
     ]) + "\n")
     return "\n".join([intro, "", text, "", *verdicts])
