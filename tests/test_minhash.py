@@ -4,6 +4,7 @@ an independent exact Jaccard, counts reconcile, and the output is the same whate
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 import zipfile
@@ -14,8 +15,10 @@ import pyarrow as pa
 import pytest
 
 from refinery.pipelines.commands import sql
+from refinery.pipelines.engine.executors import Executor, create_executor
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import run_recipe
+from refinery.pipelines.engine.segments import FinishJob
 from refinery.pipelines.stages.neardup import lsh, resolve
 from refinery.pipelines.stages.neardup.minhash import permutations, signatures
 from refinery.pipelines.stages.neardup.setstore import Sets, pair_jaccard
@@ -196,52 +199,61 @@ def test_one_or_two_workers_give_identical_bytes(two_workers, tmp_path):
     assert output_bytes(one) == output_bytes(run_dir)
 
 
-def test_sets_in_many_small_blocks_give_identical_bytes(two_workers, tmp_path, monkeypatch):
-    """The sets of candidate documents split over many blocks and cluster buckets (as a small memory_limit on a
-    large corpus does) give the same decisions as one block."""
-    recipe, clean = two_workers
+def small_blocks(two_workers, folder: Path) -> Path:
+    """The mixed recipe with its candidate sets in 1 KB blocks (as a small memory_limit on a large corpus gives):
+    many parts in the `pairs` and `walk` steps of the resolve."""
+    recipe, _ = two_workers
     config = json.loads(recipe.read_text())
-    (tmp_path / "r.yaml").write_text(json.dumps({**config, "output": str(tmp_path / "out")}))
-    monkeypatch.setattr(resolve._Job, "block_bytes", property(lambda job: 1024))
-    run(tmp_path / "r.yaml", workers=2)
+    config["stages"][0]["minhash_dedup"]["block_bytes"] = 1024
+    (folder / "r.yaml").write_text(json.dumps({**config, "output": str(folder / "out")}))
+    return folder / "r.yaml"
+
+
+def test_sets_in_many_small_blocks_give_identical_bytes(two_workers, tmp_path):
+    """The sets of candidate documents split over many blocks and cluster buckets, compared in parallel parts,
+    give the same decisions as one block."""
+    _, clean = two_workers
+    run(small_blocks(two_workers, tmp_path), workers=2)
     counts = json.loads((tmp_path / "out/work/minhash_dedup/lsh.json").read_text())
-    assert counts["sets"]["blocks"] > 3 and len(list((tmp_path / "out/work/minhash_dedup/members").iterdir())) > 3
+    assert counts["sets"]["blocks"] > 3 and counts["members"]["member_buckets"] > 3
+    assert len(list((tmp_path / "out/work/minhash_dedup/pairs").glob("part-*.parquet"))) == counts["sets"]["blocks"]
     assert output_bytes(tmp_path / "out") == output_bytes(clean)
 
 
-@pytest.mark.parametrize("phase", ["buckets", "pairs", "decisions"])
-def test_killed_mid_resolve_resumes_at_its_phase_with_identical_bytes(two_workers, tmp_path, monkeypatch, phase):
-    recipe, clean = two_workers
-    config = json.loads(recipe.read_text())
-    (tmp_path / "r.yaml").write_text(json.dumps({**config, "output": str(tmp_path / "out")}))
-    calls = {"copy": 0}
-    real_copy = resolve._Job.copy
+class StopInStep(Executor):
+    """The local executor, recording the finish parts it is given, and stopping the run (as Ctrl-C does, in the
+    driver) once the first part of `step` has finished, the other parts of that step in flight or not begun."""
 
-    def dies_in_phase(job, query, target):
-        calls["copy"] += 1
-        # Die after a few band files (mid-buckets), or at the named phase's first write.
-        if (phase == "buckets" and calls["copy"] == 5) or (phase != "buckets" and phase in target.name):
-            raise KeyboardInterrupt(f"killed in {phase}")
-        return real_copy(job, query, target)
+    name = "test-stop-in-step"
 
-    monkeypatch.setattr(resolve._Job, "copy", dies_in_phase)
+    def __init__(self, step: str | None = None):
+        self.inner, self.step, self.given = create_executor("local", workers=2), step, []
+
+    def map(self, fn, jobs, on_progress, describe):
+        self.given += [(job.step, job.partition) for job in jobs if isinstance(job, FinishJob)]
+        for job, result in self.inner.map(fn, jobs, on_progress, describe):
+            yield job, result
+            if isinstance(job, FinishJob) and job.step == self.step:
+                raise KeyboardInterrupt(f"stopped in {self.step}")
+
+
+@pytest.mark.parametrize("step", ["buckets", "pairs", "walk", "decisions"])
+def test_stopped_mid_resolve_resumes_at_its_step_with_identical_bytes(two_workers, tmp_path, step):
+    _, clean = two_workers
+    recipe = small_blocks(two_workers, tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "r.yaml", workers=2)
-    work = tmp_path / "out/work/minhash_dedup"
-    done_before = sorted(p.name for p in work.glob("*.done"))
-    bands_before = sorted(p.name for p in (work / "buckets").glob("band-*.parquet"))
-    assert f"{phase}.done" not in done_before and bands_before
-
-    monkeypatch.setattr(resolve._Job, "copy", real_copy)
-    redone: list[str] = []
-    monkeypatch.setattr(resolve._Job, "copy", lambda job, q, target: redone.append(target.name) or
-                        real_copy(job, q, target))
-    run(tmp_path / "r.yaml", workers=2)
+        run_recipe(load_recipe(recipe), progress=False, executor=StopInStep(step))
+    finished = tmp_path / "out/work/minhash_dedup/finished"
+    done_before = {(name.rsplit("-", 1)[0], int(name.rsplit("-", 1)[1][:5])) for name in os.listdir(finished)}
+    assert any(done == step for done, _ in done_before)  # stopped within the step, some of its parts done
+    rerun = StopInStep()
+    run_recipe(load_recipe(recipe), progress=False, executor=rerun)
     assert output_bytes(tmp_path / "out") == output_bytes(clean)
-    # Nothing finished before the kill is redone: not the done phases, not the band files already written.
-    assert not set(redone) & set(bands_before)
-    for name in done_before:
-        assert not any(t.startswith(name.removesuffix(".done")) for t in redone)
+    # Nothing finished before the stop is given again; every step after it is (after the last, nothing is).
+    assert not set(rerun.given) & done_before
+    steps = [name for name, _, _ in resolve.STEPS]
+    later = set(steps[steps.index(step) + 1:])
+    assert {name for name, _ in rerun.given} >= later and (later or rerun.given == [])
 
 
 def test_s_curve_matches_the_formula_and_banding_matches_datasketch():

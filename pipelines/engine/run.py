@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -191,7 +192,8 @@ def _describe(job: TaskJob) -> str:
 
 
 def _describe_finish(job: FinishJob) -> str:
-    return f"partition {job.partition} of {job.stage.key}'s finish"
+    part = "partition" if job.step == "partition" else f"part of step '{job.step}'"
+    return f"{part} {job.partition} of {job.stage.key}'s finish"
 
 
 def _run_segment(segment: Segment, passes: int, jobs: list[TaskJob], layout: RunLayout, executor: Executor,
@@ -216,21 +218,32 @@ def _finish(segment: Segment, layout: RunLayout, manifest: dict, context: RunCon
     workdir.mkdir(parents=True, exist_ok=True)
     files = sorted(collected_part(layout, spec.key, 0).parent.glob("part-*.parquet"))
     stage = build_stage(spec, context)
-    if stage.partition_column:
-        jobs = [FinishJob(str(layout.root), spec, str(context.recipe_dir), p, [str(f) for f in files])
-                for p in range(stage.partitions)]
-        pending = [job for job in jobs if not job.marker(layout).is_file()]
-        # Named as the pass before it names its collect ("find duplicates"), which this finishes.
-        words = STAGES[spec.name].collect_does or f"{spec.key} finish"
-        with tqdm(desc=f"{words} ({spec.key}, by partition)", total=len(jobs), initial=len(jobs) - len(pending),
-                  unit=" partitions", disable=None if show else True, dynamic_ncols=True, mininterval=0.5) as bar:
+    steps = stage.finish_steps()
+    if not steps:
+        stage.finish(files, workdir)
+    # Named as the pass before it names its collect ("find duplicates"), which this finishes.
+    words = STAGES[spec.name].collect_does or f"{spec.key} finish"
+    with tqdm(desc=f"{words} ({spec.key})", total=0, unit=" parts", disable=None if show and steps else True,
+              dynamic_ncols=True, mininterval=0.5) as bar:
+        for step in steps:  # one after another; the parts of a step in parallel
+            jobs = [FinishJob(str(layout.root), spec, str(context.recipe_dir), part, [str(f) for f in files], step)
+                    for part in range(stage.step_parts(step, files, workdir))]
+            done = _finished(layout, spec.key)
+            pending = [job for job in jobs if job.marker(layout).name not in done]
+            bar.set_description(f"{words} ({spec.key}, {'by partition' if step == 'partition' else step})")
+            bar.total += len(jobs)
+            bar.update(len(jobs) - len(pending))
             for _job, _result in executor.map(run_finish, pending, bar.update, _describe_finish):
                 pass
-    else:
-        stage.finish(files, workdir)
     manifest["phases"][phase] = "done"
     manifest["finish_seconds"] = {**manifest.get("finish_seconds", {}), spec.key: time.perf_counter() - started}
     write_json(layout.manifest, manifest)
+
+
+def _finished(layout: RunLayout, stage_key: str) -> set[str]:
+    """The names of a finish's part markers, listed at once (one listing, not a question per part)."""
+    folder = layout.stage_work(stage_key) / "finished"
+    return set(os.listdir(folder)) if folder.is_dir() else set()
 
 
 def _write_stats(layout: RunLayout, loaded: LoadedRecipe, segments: list[Segment], n_tasks: int, manifest: dict):

@@ -262,28 +262,30 @@ def with_partitions(rows: pa.Table, column: str, partitions: int) -> pa.Table:
 
 @dataclass(frozen=True)
 class FinishJob:
-    """One partition of a global stage's finish, run as a task on the executor (picklable)."""
+    """One part of one step of a global stage's finish (a partition of a partitioned finish), run as a task on the
+    executor (picklable)."""
 
     run_dir: str
     stage: StageSpec
     recipe_dir: str
-    partition: int
+    partition: int  # the part
     collected: list[str]
+    step: str = "partition"
 
     def marker(self, layout: RunLayout) -> Path:
-        return layout.stage_work(self.stage.key) / "finished" / f"partition-{self.partition:05d}.json"
+        return layout.stage_work(self.stage.key) / "finished" / f"{self.step}-{self.partition:05d}.json"
 
 
 def run_finish(job: FinishJob, report: Callable[[int], None]) -> dict[str, Any]:
-    """Finish one partition; its marker, written last, says it is done (a retry after that returns it)."""
+    """Run one part of a finish; its marker, written last, says it is done (a retry after that returns it)."""
     layout = RunLayout(job.run_dir)
     marker = job.marker(layout)
     if marker.is_file():
         return read_json(marker)
     started = time.perf_counter()
     stage = build_stage(job.stage, RunContext(Path(job.run_dir), Path(job.recipe_dir)))
-    stage.finish_partition([Path(f) for f in job.collected], layout.stage_work(job.stage.key), job.partition)
-    result = {"partition": job.partition, "seconds": round(time.perf_counter() - started, 3)}
+    stage.run_step(job.step, job.partition, [Path(f) for f in job.collected], layout.stage_work(job.stage.key))
+    result = {"step": job.step, "partition": job.partition, "seconds": round(time.perf_counter() - started, 3)}
     write_json(marker, result)
     report(1)
     return result

@@ -150,6 +150,26 @@ class GlobalStage(Stage):
         """`finish` for the collected rows whose `partition` column is `partition` (runs once per partition)."""
         raise NotImplementedError
 
+    # The general form: a finish cut into steps that run one after another, each in parts that run in parallel as
+    # tasks on the executor (a partitioned finish is one step, "partition", with a part per partition). A stage
+    # with steps has no `finish` of its own to write: the engine runs the steps, and `finish` runs them here.
+    def finish_steps(self) -> tuple[str, ...]:
+        return ("partition",) if self.partition_column else ()
+
+    def step_parts(self, step: str, collected_files: list[Path], workdir: Path) -> int:
+        """How many parts `step` has, asked once the steps before it are done."""
+        return self.partitions
+
+    def run_step(self, step: str, part: int, collected_files: list[Path], workdir: Path) -> None:
+        """One part of one step (a task: it writes its files atomically and must be safe to run again)."""
+        self.finish_partition(collected_files, workdir, part)
+
+    def finish_in_steps(self, collected_files: list[Path], workdir: Path) -> None:
+        """Every step's parts in turn, in this process."""
+        for step in self.finish_steps():
+            for part in range(self.step_parts(step, collected_files, workdir)):
+                self.run_step(step, part, collected_files, workdir)
+
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> Any:
         """The decisions for one task's ordinal range, loaded once per task before `apply`."""
         raise NotImplementedError

@@ -30,7 +30,7 @@ from refinery.pipelines.stages.neardup.shingles import document_shingles
 
 
 class MinhashDedupConfig(StageConfig):
-    outside_fingerprint = frozenset({"memory_limit"})  # the decisions are the same at any budget (measured)
+    outside_fingerprint = frozenset({"memory_limit", "block_bytes"})  # the same decisions at any budget (measured)
 
     column: str = Field("text", description="the string column compared, e.g. `prompt` for conversations; "
                         "rows where it is null (or has no letters or digits) are never duplicates")
@@ -60,8 +60,12 @@ class MinhashDedupConfig(StageConfig):
                          "names is at least `threshold`")
     keep: str = Field("first", description="which document of a cluster stays: `first` (earliest in input order) "
                       "or the name of a numeric column (highest value stays; ties and nulls by input order)")
-    memory_limit: int | str = Field("1GB", validate_default=True, description="memory the resolve step may use "
-                                    "(DuckDB spills to the run folder beyond it), e.g. '256MB'")
+    memory_limit: int | str = Field("1GB", validate_default=True, description="memory each part of the resolve "
+                                    "step may use (DuckDB spills to the run folder beyond it; parts run in parallel, "
+                                    "one per worker), e.g. '256MB'")
+    block_bytes: int | None = Field(None, ge=1024, description="bytes of shingle sets per block of the resolve's "
+                                    "`sets` step (default: memory_limit / 16): smaller blocks, more parts in "
+                                    "parallel; the decisions are the same")
 
     @field_validator("memory_limit")
     @classmethod
@@ -136,13 +140,26 @@ class MinhashDedup(GlobalStage):
             columns[resolve.band_column(band)] = pa.array(keys[:, band]).take(rows)
         return pa.table(columns)
 
+    @property
+    def settings(self) -> resolve.Settings:
+        return resolve.Settings(bands=self.bands, rows=self.rows, threshold=self.config.threshold,
+                                verify=self.config.verify, by_score=self.config.keep != "first",
+                                memory_limit=self.config.memory_limit, block_bytes=self.config.block_bytes)
+
+    # The resolve runs in steps whose parts (a band, a block of sets, a bucket of clusters) are executor tasks.
+    def finish_steps(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in resolve.STEPS)
+
+    def step_parts(self, step: str, collected_files: list[Path], workdir: Path) -> int:
+        if step == resolve.STEPS[0][0]:  # detail for who asks (`refinery run -v`); lsh.json and the report keep it
+            logging.getLogger("refinery").info(lsh.describe(self.bands, self.rows, self.config.threshold))
+        return resolve.parts(collected_files, workdir, self.settings, step)
+
+    def run_step(self, step: str, part: int, collected_files: list[Path], workdir: Path) -> None:
+        resolve.run_part(collected_files, workdir, self.settings, step, part)
+
     def finish(self, collected_files: list[Path], workdir: Path) -> None:
-        settings = resolve.Settings(bands=self.bands, rows=self.rows, threshold=self.config.threshold,
-                                    verify=self.config.verify, by_score=self.config.keep != "first",
-                                    memory_limit=self.config.memory_limit)
-        # Detail for who asks (`refinery run -v`); the report and work/minhash_dedup/lsh.json keep it too.
-        logging.getLogger("refinery").info(lsh.describe(self.bands, self.rows, self.config.threshold))
-        resolve.run(collected_files, workdir, settings)
+        self.finish_in_steps(collected_files, workdir)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[int, tuple[Any, ...]]:
         table = pq.read_table(resolve.decisions_path(workdir),
