@@ -100,7 +100,7 @@ def test_short_data_is_repeated_with_a_warning_giving_the_epochs(finished):
     assert short, "the test's inputs should leave the refined recipe short of 8k tokens"
     for name in short:
         epochs = report["recipes"][name]["epochs"]
-        assert f"warning: {name} has" in output and f"repeated {epochs:.2f} times" in output
+        assert f"warning: {name} has" in output and f"its data is repeated, {epochs:.2f} epochs" in output
 
 
 def test_a_rerun_trains_nothing_and_a_lost_result_retrains_only_its_model_to_the_same_figures(

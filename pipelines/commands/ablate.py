@@ -192,25 +192,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _ablate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from refinery.corpora.atomic import read_json, remove_path, write_json
-    from refinery.pipelines.commands.ablate_data import AblationError, clean_text_slice, tokenize_run, tokens_ready
-    from refinery.pipelines.commands.ablate_report import metrics, write_report
+def _run_recipes(recipes: dict[str, Any], args: argparse.Namespace) -> dict[str, Path]:
+    """Run or resume every recipe with the engine; name → run folder."""
+    from refinery.pipelines.commands.ablate_data import AblationError
     from refinery.pipelines.engine.run import RunError, describe_summary, run_recipe
-    from refinery.tokenization.tokenizer import fingerprint
-    from refinery.training.proxy import VOCAB_SIZES, HeldOut, proxy_config, train_and_evaluate
 
-    out = Path(args.out).absolute()
-    for flag, path in (("--wikitext", args.wikitext), ("--clean-text", args.clean_text),
-                       ("--evals-dir", args.evals_dir)):
-        if not path.exists():
-            raise AblationError(f"{flag} {path} does not exist; give the file (or folder) with {flag}")
-    if not 0 < args.validation_fraction < 1:
-        raise AblationError(f"--validation-fraction must be between 0 and 1, got {args.validation_fraction}")
-    recipes = _recipes(args.recipes, args.input, out / "runs")
-    runs: dict[str, Path] = {}
+    runs = {}
     for name, loaded in recipes.items():
         print(f"recipe {name} ({loaded.source_file}) → {loaded.output_dir}")
         try:
@@ -220,52 +207,61 @@ def _ablate(args: argparse.Namespace) -> int:
                                 "recipe afresh, or give another --out") from None
         print("  " + describe_summary(summary).splitlines()[0])
         runs[name] = summary.run_dir
-    names = list(runs)
-    folders = [out / "tokens" / name for name in names]
-    config = proxy_config(args.size, folders, 0, out / "models", args.tokens, 0, args.device)
-    vocab_size = args.vocab_size or VOCAB_SIZES[args.size]
+    return runs
+
+
+def _settings(args: argparse.Namespace, runs: dict[str, Path], train: dict[str, Any], vocab_size: int) -> dict:
+    """Everything the figures depend on (as JSON reads it back), to refuse mixing results of other settings."""
+    from refinery.corpora.atomic import read_json
+
     given = {"file": str(args.tokenizer), "sha256": _sha256(Path(args.tokenizer))} if args.tokenizer else None
     settings = {
         "recipes": {name: read_json(run_dir / "manifest.json")["fingerprint"] for name, run_dir in runs.items()},
         "tokens": args.tokens, "size": args.size, "device": args.device, "threads": args.threads,
         "tokenizer": given or {"train": "equal shares", "vocab_size": vocab_size},
-        "validation_fraction": args.validation_fraction,
-        "train": config.model_dump(exclude={"data", "data_weights", "out", "seed"}),
+        "validation_fraction": args.validation_fraction, "train": train,
         "evaluation": {"wikitext2_sha256": _sha256(args.wikitext), "clean_text_sha256": _sha256(args.clean_text),
                        "clean_text": args.clean_text.stem, "evals_dir": str(args.evals_dir.resolve()),
                        "tasks": TASKS, "mc_items": args.mc_items, "eval_tokens": args.eval_tokens},
     }
-    _check_settings(out, json.loads(json.dumps(settings)), args.force)
-    tokenizer = _tokenizer(args, out, runs, vocab_size)
-    facts: dict[str, dict[str, Any]] = {}
-    per_step = config.batch_size * config.seq_len * config.grad_accum
-    tokens_trained = config.max_steps * per_step
-    if tokens_trained != args.tokens:
-        print(f"note: {config.max_steps:,} whole steps of {per_step:,} tokens train on {tokens_trained:,} tokens "
-              f"(--tokens {args.tokens:,})")
-    for name, folder in zip(names, folders):
+    return json.loads(json.dumps(settings))
+
+
+def _token_folders(runs: dict[str, Path], folders: list[Path], tokenizer, args: argparse.Namespace,
+                   tokens_trained: int, seq_len: int) -> dict[str, dict[str, Any]]:
+    """Tokenize each run (once), and its facts: documents, tokens, epochs at the budget (warned above 1)."""
+    from refinery.pipelines.commands.ablate_data import AblationError, tokenize_run, tokens_ready
+
+    facts = {}
+    for (name, run_dir), folder in zip(runs.items(), folders):
         if not tokens_ready(folder):
             print(f"tokenizing {name}'s kept documents into {folder}")
-            tokenize_run(runs[name], folder, tokenizer, args.validation_fraction)
-        facts[name] = {"recipe_file": recipes[name].source_file, "run": str(runs[name]), **_split_facts(folder)}
-        facts[name]["epochs"] = tokens_trained / max(1, facts[name]["train_tokens"])
-        if facts[name]["validation_tokens"] <= config.seq_len + 1:
-            raise AblationError(f"{name}'s validation split holds {facts[name]['validation_tokens']:,} tokens, fewer "
-                                f"than one window of {config.seq_len + 1}: raise --validation-fraction (and --force)")
-        if facts[name]["epochs"] > 1:
-            print(f"warning: {name} has {facts[name]['train_tokens']:,} training tokens, fewer than the "
-                  f"{tokens_trained:,} each model trains on: its data is repeated {facts[name]['epochs']:.2f} times "
-                  f"({facts[name]['epochs']:.2f} epochs)")
-    clean = clean_text_slice(args.clean_text, out / "evals" / f"{args.clean_text.stem}.txt")
-    held_out = HeldOut(texts={"wikitext2": args.wikitext, args.clean_text.stem: clean},
-                       shards=dict(zip(names, folders)), tasks=TASKS, evals_dir=args.evals_dir,
-                       mc_items=args.mc_items, max_tokens=args.eval_tokens)
-    seeds = list(range(args.seeds))
-    grid = [(name, seed) for seed in seeds for name in names]  # seed by seed: an interrupted run has whole pairs
+            tokenize_run(run_dir, folder, tokenizer, args.validation_fraction)
+        fact = facts[name] = {"run": str(run_dir), **_split_facts(folder)}
+        fact["epochs"] = tokens_trained / max(1, fact["train_tokens"])
+        if fact["validation_tokens"] <= seq_len + 1:
+            raise AblationError(f"{name}'s validation split holds {fact['validation_tokens']:,} tokens, fewer than "
+                                f"one window of {seq_len + 1}: raise --validation-fraction (and --force)")
+        if fact["epochs"] > 1:
+            print(f"warning: {name} has {fact['train_tokens']:,} training tokens, fewer than the {tokens_trained:,} "
+                  f"each model trains on: its data is repeated, {fact['epochs']:.2f} epochs")
+    return facts
+
+
+def _train_grid(args: argparse.Namespace, out: Path, folders: list[Path], held_out, seeds: list[int]) -> dict:
+    """Train and evaluate every (recipe, seed) without a result, seed by seed (an interrupted run has whole
+    pairs); each result is written atomically as it finishes. Returns recipe → seed → result."""
+    from tqdm import tqdm
+
+    from refinery.corpora.atomic import read_json, remove_path, write_json
+    from refinery.training.proxy import proxy_config, train_and_evaluate
+
+    names = [folder.name for folder in folders]
+    grid = [(name, seed) for seed in seeds for name in names]
     result_path = {(n, s): out / "results" / n / f"seed-{s}.json" for n, s in grid}
     todo = [cell for cell in grid if not result_path[cell].exists()]
-    print(f"{len(grid)} models ({len(names)} recipes × {len(seeds)} seeds, {args.size} GPT, {tokens_trained:,} "
-          f"tokens each): {len(grid) - len(todo)} done, {len(todo)} to train")
+    print(f"{len(grid)} models ({len(names)} recipes × {len(seeds)} seeds, {args.size} GPT): "
+          f"{len(grid) - len(todo)} done, {len(todo)} to train")
     bar = tqdm(total=len(grid), initial=len(grid) - len(todo), unit="model", desc="ablation", disable=args.quiet)
     for name, seed in todo:
         bar.set_postfix_str(f"{name} seed {seed}")
@@ -279,9 +275,47 @@ def _ablate(args: argparse.Namespace) -> int:
         bar.update()
     bar.close()
     print(f"trained {len(todo)} of {len(grid)} models ({len(grid) - len(todo)} were done)")
-    results = {name: {seed: read_json(result_path[(name, seed)]) for seed in seeds} for name in names}
+    return {name: {seed: read_json(result_path[(name, seed)]) for seed in seeds} for name in names}
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from refinery.corpora.atomic import read_json
+    from refinery.pipelines.commands.ablate_data import AblationError, clean_text_slice
+    from refinery.pipelines.commands.ablate_report import metrics, write_report
+    from refinery.tokenization.tokenizer import fingerprint
+    from refinery.training.proxy import VOCAB_SIZES, HeldOut, proxy_config, tokens_per_step
+
+    out = Path(args.out).absolute()
+    for flag, path in (("--wikitext", args.wikitext), ("--clean-text", args.clean_text),
+                       ("--evals-dir", args.evals_dir)):
+        if not path.exists():
+            raise AblationError(f"{flag} {path} does not exist; give the file (or folder) with {flag}")
+    if not 0 < args.validation_fraction < 1:
+        raise AblationError(f"--validation-fraction must be between 0 and 1, got {args.validation_fraction}")
+    recipes = _recipes(args.recipes, args.input, out / "runs")
+    runs = _run_recipes(recipes, args)
+    names = list(runs)
+    folders = [out / "tokens" / name for name in names]
+    config = proxy_config(args.size, folders, 0, out / "models", args.tokens, 0, args.device)  # what all share
+    vocab_size = args.vocab_size or VOCAB_SIZES[args.size]
+    train = config.model_dump(exclude={"data", "data_weights", "out", "seed"})
+    settings = _settings(args, runs, train, vocab_size)
+    _check_settings(out, settings, args.force)
+    tokenizer = _tokenizer(args, out, runs, vocab_size)
+    tokens_trained = config.max_steps * tokens_per_step(config)
+    if tokens_trained != args.tokens:
+        print(f"note: {config.max_steps:,} whole steps of {tokens_per_step(config):,} tokens train on "
+              f"{tokens_trained:,} tokens (--tokens {args.tokens:,})")
+    facts = _token_folders(runs, folders, tokenizer, args, tokens_trained, config.seq_len)
+    clean = clean_text_slice(args.clean_text, out / "evals" / f"{args.clean_text.stem}.txt")
+    held_out = HeldOut(texts={"wikitext2": args.wikitext, args.clean_text.stem: clean},
+                       shards=dict(zip(names, folders)), tasks=TASKS, evals_dir=args.evals_dir,
+                       mc_items=args.mc_items, max_tokens=args.eval_tokens)
+    seeds = list(range(args.seeds))
+    results = _train_grid(args, out, folders, held_out, seeds)
     for name in names:
-        facts[name]["results"] = {str(seed): results[name][seed] for seed in seeds}
+        facts[name].update(recipe_file=recipes[name].source_file,
+                           results={str(seed): results[name][seed] for seed in seeds})
     payload = {"settings": settings, "seeds": seeds, "tokens_trained": tokens_trained, "recipes": facts,
                "tokenizer": {"path": str(out / "tokenizer.json"), "sha256": fingerprint(tokenizer),
                              "vocab_size": tokenizer.get_vocab_size(),
