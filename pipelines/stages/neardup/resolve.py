@@ -6,7 +6,7 @@ so a run killed mid-resolve redoes only the parts without one. No part holds all
 and joins the fixed-width columns out of core under `memory_limit` (per part; spilling to work/<stage>/duckdb-tmp),
 and the shingle sets are read a bounded block at a time.
 
-  buckets     (a part per band) one sorted file per band: (key, ord) of the keys shared by two or more documents
+  buckets     (up to a part per band) one sorted file per band: (key, ord) of the keys shared by two or more documents
   candidates  candidate pairs merged from all bands: each bucket member paired with the bucket's best document
   sets        (`verify`) the shingle sets of the documents in candidate pairs, in blocks (setstore.py)
   pairs       (a part per block) every candidate pair whose first document is in the block, with the exact Jaccard
@@ -115,13 +115,23 @@ def _band_file(job: _Job, band: int) -> Path:
     return job.workdir / "buckets" / f"band-{band:03d}.parquet"
 
 
-def _bucket(job: _Job, band: int) -> dict[str, int]:
+def _bucket_parts(job: _Job) -> int:
+    """Parts of the buckets step, about one per `block_bytes` of signatures (at most one per band): each part scans
+    every signature file once per band it has, so a small corpus is one part (no task to start), a large one as
+    many as there are bands."""
+    size = sum(path.stat().st_size for path in job.signatures)
+    return max(1, min(job.settings.bands, -(-size // job.block_bytes)))
+
+
+def _bucket(job: _Job, part: int) -> dict[str, int]:
     (job.workdir / "buckets").mkdir(exist_ok=True)
     extra = ", score" if job.settings.by_score else ""
-    key = band_column(band)
-    rows = job.copy(f"SELECT {key} AS key, ord{extra} FROM {job.sigs} WHERE {key} IN "
-                    f"(SELECT {key} FROM {job.sigs} GROUP BY {key} HAVING count(*) > 1) ORDER BY key, ord",
-                    _band_file(job, band))
+    rows = 0
+    for band in range(part, job.settings.bands, _bucket_parts(job)):
+        key = band_column(band)
+        rows += job.copy(f"SELECT {key} AS key, ord{extra} FROM {job.sigs} WHERE {key} IN "
+                         f"(SELECT {key} FROM {job.sigs} GROUP BY {key} HAVING count(*) > 1) ORDER BY key, ord",
+                         _band_file(job, band))
     return {"bucket_rows": rows}
 
 
@@ -239,7 +249,7 @@ def _one(job: _Job) -> int:
 
 # (name, how many parts once the steps before it are done, what one part does)
 STEPS: list[tuple[str, Callable[[_Job], int], Callable[[_Job, int], dict[str, int]]]] = [
-    ("buckets", lambda job: job.settings.bands, _bucket), ("candidates", _one, _candidates), ("sets", _one, _sets),
+    ("buckets", _bucket_parts, _bucket), ("candidates", _one, _candidates), ("sets", _one, _sets),
     ("pairs", _pair_parts, _pairs), ("clusters", _one, _clusters), ("members", _one, _members),
     ("walk", _walk_parts, _walk), ("decisions", _one, _decisions)]
 _STEP = {name: (parts, run_part) for name, parts, run_part in STEPS}
