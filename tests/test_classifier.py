@@ -165,3 +165,31 @@ def test_recipe_without_the_model_stops_before_any_work(write_recipe, data_dir):
                           [{"quality_classifier": {"model": "missing.bin"}}])
     with pytest.raises(RunError, match="missing.bin"):
         run_recipe(load_recipe(recipe), workers=1, progress=False)
+
+
+@pytest.mark.parametrize("fraction", [0.003, 0.1, 0.3, 0.5, 0.77, 0.9, 0.99, 1.0])
+def test_the_cut_from_histogram_parts_is_the_cut_of_one_sort(tmp_path, monkeypatch, fraction):
+    """The histogram-then-one-bin cut (a part per collected file here) equals the keep-th row of a full sort, on
+    the scores the float64 order makes hard: infinities, both zeros, extremes, denormals, ties, nulls."""
+    import duckdb
+
+    from refinery.pipelines.stages import top_cut
+
+    monkeypatch.setattr(top_cut, "FILES_PER_PART", 1)
+    rng = np.random.default_rng(7)
+    special = [float("inf"), float("-inf"), 0.0, -0.0, 1.7e308, -1.7e308, 5e-324, -5e-324, 0.5, 0.5, None, None]
+    scores = special + rng.normal(size=400).round(2).tolist() + [None] * 30  # rounding makes ties
+    order = rng.permutation(len(scores))
+    stage = QualityTopFraction(TopFractionConfig(fraction=fraction, column="score"))
+    files = []
+    for index, rows in enumerate(np.array_split(order, 7)):
+        docs = pa.table({"score": pa.array([scores[i] for i in rows], pa.float64())})
+        files.append(tmp_path / f"part-{index}.parquet")
+        pq.write_table(stage.collect(docs, pa.array(rows, pa.int64())), files[-1])
+    stage.finish(files, tmp_path)
+    assert len(list((tmp_path / "histogram").glob("*.npy"))) == 7
+    cut = stage.load_decisions(tmp_path, 0, len(scores))
+    keep = cut["keep"]
+    expected = duckdb.connect().execute("SELECT score, ord FROM read_parquet(?) ORDER BY score DESC NULLS LAST, ord "
+                                        "LIMIT 1 OFFSET ?", [[str(f) for f in files], keep - 1]).fetchone()
+    assert (cut["score"], cut["ord"]) == expected and cut["documents"] == len(scores)

@@ -12,7 +12,6 @@ streaming pass, while "the best 30%" needs every score first, so it is a global 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from refinery.corpora.atomic import read_json, write_json
-from refinery.pipelines.stages import register
+from refinery.corpora.atomic import read_json
+from refinery.pipelines.stages import register, top_cut
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,
     GlobalStage,
@@ -148,24 +147,22 @@ class QualityTopFraction(GlobalStage):
     def collect(self, docs: pa.Table, ordinals: pa.Array) -> pa.Table:
         return pa.table([ordinals, _scores(docs, self.config.column, self.name)], schema=SIGNATURE_SCHEMA)
 
-    def finish(self, collected_files: list[Path], workdir: Path) -> None:
-        """The last kept document in (score descending, nulls last, ordinal) order: everything up to it stays."""
-        cut: dict[str, Any] = {"documents": 0, "keep": 0, "score": None, "ord": None}
-        if collected_files:
-            import duckdb  # only the barrier needs it
+    # The cut (the last kept document in score-descending, nulls-last, ordinal order: everything up to it stays)
+    # is found in two steps, a histogram of the scores in parallel parts, then one bin sorted (top_cut.py).
+    def finish_steps(self) -> tuple[str, ...]:
+        return ("histogram", "cut")
 
-            con = duckdb.connect()
-            files = [str(f) for f in collected_files]
-            documents = con.execute("SELECT count(*) FROM read_parquet(?)", [files]).fetchone()[0]
-            # round half up; the epsilon keeps 0.29 × 100 (28.999...) from rounding to 28.5's side.
-            keep = math.floor(self.config.fraction * documents + 0.5 + 1e-9)
-            cut.update(documents=documents, keep=keep)
-            if keep:
-                cut["score"], cut["ord"] = con.execute(
-                    "SELECT score, ord FROM read_parquet(?) ORDER BY score DESC NULLS LAST, ord LIMIT 1 OFFSET ?",
-                    [files, keep - 1]).fetchone()
-            con.close()
-        write_json(workdir / CUT_FILE, cut)
+    def step_parts(self, step: str, collected_files: list[Path], workdir: Path) -> int:
+        return top_cut.histogram_parts(collected_files) if step == "histogram" else 1
+
+    def run_step(self, step: str, part: int, collected_files: list[Path], workdir: Path) -> None:
+        if step == "histogram":
+            top_cut.histogram(collected_files, workdir, part)
+        else:
+            top_cut.cut(collected_files, workdir, self.config.fraction, workdir / CUT_FILE)
+
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
+        self.finish_in_steps(collected_files, workdir)
 
     def load_decisions(self, workdir: Path, first_ordinal: int, last_ordinal: int) -> dict[str, Any]:
         return read_json(workdir / CUT_FILE)
