@@ -22,6 +22,9 @@ EPILOG = """examples:
   refinery sql out/web-en                         a prompt over the run's views (statements end with ;)
   refinery train --data out/web-en/tokens --out out/gpt-tiny   train the tiny GPT on a run's shards
   refinery classifier train --positive wiki.xml.bz2 --negative 'crawl/*.wet.gz' -o quality.bin   a quality classifier
+  refinery ablate ablation --tokens 1M --seeds 3  does refining pay? proxy models on equal tokens of raw vs refined
+  refinery embeddings train out/web-en            word vectors of a run's documents (then: query, analogy, eval)
+  refinery run recipe.yaml --output s3://bucket/runs/web --executor ray   on a Ray cluster, published to S3
   refinery schema > recipe.schema.json            the JSON schema of recipes (for editors)
 """
 
