@@ -213,8 +213,15 @@ def test_run_writes_the_report_unless_told_not_to(data_dir, write_recipe, capsys
     assert main(["run", str(recipe), "--quiet"]) == 0  # resumes (nothing to do) and writes the report
     assert f"report: {run_dir / 'report.html'}" in capsys.readouterr().out
     page = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert "min 50 (min_words)" not in page  # length_filter writes no signal column ...
-    assert "max 5000 (max_chars)" in page  # ... but its character limit is drawn on the text length
+    # length_filter writes no signal column: its limits are drawn on the text's length in characters and in
+    # words, counted as the stage counts them (every document it removed for too few words is left of the line).
+    assert "max 5000 (max_chars)" in page and "min 50 (min_words)" in page and 'data-chart="signal-words"' in page
+    counted = sql.query(run_dir, "SELECT count(*) FILTER (WHERE len(regexp_extract_all(text, '\\S+')) < 50) AS below, "
+                                 "count(*) AS n FROM removed WHERE reason = 'too_few_words'").to_pylist()[0]
+    assert counted["below"] == counted["n"] > 0
+    words = re.search(r"<figcaption><b>words</b>: ([\d,]+) passed, ([\d,]+) removed by any stage", page)
+    removed = sql.query(run_dir, "SELECT count(*) FROM removed").column(0)[0].as_py()
+    assert words and number(words.group(2)) == removed
     assert "No language labels" in page and "No token shards" in page and "No training run found" in page
 
 

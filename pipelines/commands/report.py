@@ -1,5 +1,6 @@
 """`refinery report RUN`: one self-contained HTML page that shows a run — the funnel, what was removed and why, the
-signals against their thresholds, languages, duplicates, tokens, training curves, the plan and the recipe.
+signals against their thresholds, languages, duplicates, tokens, training curves, the ablation the run is a recipe
+of (refinery ablate), the plan and the recipe.
 
 The page opens offline and never asks anything of the network: inline SVG drawn in Python (charts.py), inline CSS,
 no script, and a Content-Security-Policy that forbids every fetch. The facts come from run_facts.py (SQL over the
@@ -16,6 +17,7 @@ from refinery.pipelines.commands import charts, plan_view
 from refinery.pipelines.commands.card import write_card
 from refinery.pipelines.commands.charts import Bar, fmt_bytes
 from refinery.pipelines.commands.report_sections import (
+    ablation_section,
     duplicates_section,
     esc,
     figure,
@@ -25,7 +27,7 @@ from refinery.pipelines.commands.report_sections import (
     tokens_section,
     training_section,
 )
-from refinery.pipelines.commands.run_facts import LENGTH, RunFacts, slug
+from refinery.pipelines.commands.run_facts import LENGTH, WORDS, RunFacts, slug
 from refinery.pipelines.engine.layout import RunLayout
 
 CSS = """
@@ -57,8 +59,8 @@ svg.plan text { fill: #111; } svg.plan .plan-edge { stroke: #444; stroke-width: 
 """
 # The page may load nothing at all: styles are inline and there is no script, image or font to fetch.
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
-SECTIONS = ("funnel", "removed", "signals", "languages", "sources", "duplicates", "tokens", "training", "plan",
-            "recipe")
+SECTIONS = ("funnel", "removed", "signals", "languages", "sources", "duplicates", "tokens", "training", "ablation",
+            "plan", "recipe")
 
 
 def _header(facts: RunFacts) -> str:
@@ -158,7 +160,8 @@ def _example(row: dict, quarantined: bool) -> str:
 
 
 def _signals(facts: RunFacts) -> str:
-    columns = [(LENGTH, None, "characters"), *facts.signal_columns()]
+    measured = [(LENGTH, None, "characters")] + ([(WORDS, None, "words")] if facts.bounds_words() else [])
+    columns = [*measured, *facts.signal_columns()]
     groups: dict[str, list[str]] = {}
     for column, stage, unit in columns:
         hist = facts.histogram(column, stage, unit)
@@ -166,7 +169,7 @@ def _signals(facts: RunFacts) -> str:
             continue
         owner = stage.key if stage else "text length"
         series = [("kept", hist.passed), ("removed", hist.removed)]
-        label = f"{column} ({unit})" if stage else "length of the text (characters)"
+        label = f"{column} ({unit})" if stage else f"length of the text ({unit})"
         svg = charts.histogram(hist.edges, series, label, hist.thresholds, clipped=hist.clipped)
         passed, removed = sum(hist.passed), sum(hist.removed)
         limits = "; ".join(text for _, text in hist.thresholds) or "no threshold"
@@ -214,7 +217,7 @@ def render(facts: RunFacts, trainings: Sequence[str | Path] = ()) -> str:
     plan = plan_view.plan_run(facts.manifest, str(facts.layout.root))
     body = [_header(facts), _funnel(facts), _removed(facts), _signals(facts), _languages(facts), _sources(facts),
             duplicates_section(facts), tokens_section(facts), training_section(facts.trainings(trainings)),
-            plan_section(plan), recipe_section(facts.manifest)]
+            ablation_section(facts.ablation()), plan_section(plan), recipe_section(facts.manifest)]
     footer = ('<footer class="muted"><p>Written by <code>refinery report</code> from the run folder alone (stats, '
               "manifest.json and the Parquet parts, through the read-only views of <code>refinery sql</code>).</p>"
               "</footer>")

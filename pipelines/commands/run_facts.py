@@ -22,9 +22,9 @@ from refinery.tokenization.shards import split_folders
 from refinery.tokenization.tokenizer import load_tokenizer
 
 # Which stage writes each signal column, what its value counts, and which parameters are its thresholds. Stages do not
-# declare this about themselves yet (typed stage metadata, issue #17 item 4), so it is written down here; a signal
-# column of one of these stages that is missing here is still drawn, without a threshold. Thresholds are
-# (config key, "min" | "max", the key inside a dict-valued parameter).
+# declare this about themselves, so it is written down here; a signal column of one of these stages that is missing
+# here is still drawn, without a threshold. Thresholds are (config key, "min" | "max", the key inside a dict-valued
+# parameter).
 SIGNALS: dict[str, tuple[str, str, list[tuple[str, str, str | None]]]] = {
     "lang_score": ("langid", "top language's probability", [("min_score", "min", None)]),
     "quality_score": ("quality_classifier", "probability of the good label", [("threshold", "min", None)]),
@@ -59,6 +59,11 @@ SIGNALS: dict[str, tuple[str, str, list[tuple[str, str, str | None]]]] = {
 _PREFIXES = (("gopher_rep_", "gopher_repetition", "fraction of characters"), ("gopher_", "gopher_quality", ""),
              ("c4_lines", "c4_quality", "lines"), ("c4_", "c4_quality", ""), ("fineweb_", "fineweb_quality", ""))
 LENGTH = "characters"  # the pseudo-signal of every run: length(text)
+WORDS = "words"  # the pseudo-signal of a run whose length_filter bounds words: runs of non-whitespace, as it counts
+# How each pseudo-signal is measured (DuckDB's regex is RE2, as Arrow's: \S is what length_filter's \S is), and the
+# length_filter parameters that bound it.
+_MEASURED = {LENGTH: ("length(text)", [("min_chars", "min", None), ("max_chars", "max", None)]),
+             WORDS: (r"len(regexp_extract_all(text, '\S+'))", [("min_words", "min", None), ("max_words", "max", None)])}
 SAMPLE_ROWS = 200_000  # quantiles (the histogram's range) from at most about this many rows, sampled by id hash
 
 
@@ -193,9 +198,15 @@ class RunFacts:
                 return name, unit or column.removeprefix(prefix).replace("_", " ")
         return None, ""
 
+    def bounds_words(self) -> bool:
+        """Whether a length_filter of this run bounds the words (then the report draws them too)."""
+        return any(s.name == "length_filter" and (self.configs[s.key].get("min_words") is not None
+                                                  or self.configs[s.key].get("max_words") is not None)
+                   for s in self.stages)
+
     def _thresholds(self, column: str, stage: Stage | None) -> list[tuple[float, str]]:
-        if stage is None:  # text length: length_filter's characters, where the run has one
-            spec = [("min_chars", "min", None), ("max_chars", "max", None)]
+        if stage is None:  # a length of the text: length_filter's bounds of it, where the run has one
+            spec = _MEASURED[column][1]
             stage = next((s for s in self.stages if s.name == "length_filter"), None)
         else:
             spec = SIGNALS.get(column, ("", "", []))[2]
@@ -211,7 +222,7 @@ class RunFacts:
 
     def histogram(self, column: str, stage: Stage | None, unit: str, bins: int = 30) -> Histogram | None:
         """The column's distribution over the documents that reached the stage: passed vs removed by it."""
-        value = "length(text)" if stage is None else f'CAST("{column}" AS DOUBLE)'
+        value = _MEASURED[column][0] if stage is None else f'CAST("{column}" AS DOUBLE)'
         if stage is None:
             source = f"SELECT id, {value} AS x, 0 AS r FROM docs UNION ALL SELECT id, {value}, 1 FROM removed"
             params: list[Any] = []
@@ -291,6 +302,10 @@ class RunFacts:
         tokenizer = load_tokenizer(path)
         kind = json.loads(tokenizer.to_str()).get("model", {}).get("type", "?")
         return {"path": path, "type": kind, "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True)}
+
+    def ablation(self) -> dict[str, Any] | None:
+        """The summary of the `refinery ablate` this run is a recipe of (RUN/ablation.json), if any."""
+        return read_json(self.layout.ablation) if self.layout.ablation.is_file() else None
 
     def trainings(self, folders: Sequence[str | Path] = ()) -> list[Training]:
         """Training runs given, else those found beside or inside the run folder whose data is this run's tokens
