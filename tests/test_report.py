@@ -188,6 +188,14 @@ def test_plan_and_recipe_sections(demo, page):
     assert "- c4_quality:\n    terminal_punctuation: null" in page  # the recipe as run
 
 
+def test_a_run_in_no_ablation_says_how_to_make_one(demo, page):
+    # tests/test_ablate.py checks the section of a run in an ablation
+    assert not (demo[0] / "ablation.json").exists()
+    assert '<a href="#ablation">ablation</a>' in page
+    assert re.search(r'<section id="ablation"><h2>Ablation</h2><p>This run is in no ablation\..*?refinery ablate '
+                     r"RECIPE OTHER\.yaml --tokens 2M.*?</section>", page)
+
+
 def test_report_is_deterministic_and_o_writes_elsewhere(demo, tmp_path, capsys):
     assert main(["report", str(demo[0]), "-o", str(tmp_path / "again.html")]) == 0
     assert f"report: {tmp_path / 'again.html'}" in capsys.readouterr().out

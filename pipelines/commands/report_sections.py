@@ -1,5 +1,5 @@
-"""The run report's later sections: duplicates, tokens, training curves, the plan and the recipe (report.py holds
-the page, the funnel, the removals and the signals)."""
+"""The run report's later sections: duplicates, tokens, training curves, the ablation, the plan and the recipe
+(report.py holds the page, the funnel, the removals and the signals)."""
 
 from __future__ import annotations
 
@@ -145,6 +145,27 @@ def _metrics(run: Training) -> list[tuple[str, str]]:
             rows.append(("against the unigram baseline", f"{baseline:.4f} nats/token: the model is {abs(gap):.4f} "
                                                          f"{'below (better)' if gap < 0 else 'above (worse)'}"))
     return rows
+
+
+def ablation_section(summary: dict[str, Any] | None) -> str:
+    """The table and verdicts of the ablation this run is a recipe of (RUN/ablation.json, from refinery ablate)."""
+    if summary is None:
+        return ('<section id="ablation"><h2>Ablation</h2><p>This run is in no ablation. <code>refinery ablate '
+                "RECIPE OTHER.yaml --tokens 2M</code> compares recipes by the proxy models and word vectors their "
+                "data trains (docs/ablation.md).</p></section>")
+    header, *rows = summary["table"]
+    ours = header.index(summary["recipe"])
+    header = [f"{name} (this run)" if i == ours else name for i, name in enumerate(header)]
+    verdicts = "".join(f"<li>{esc(line)}</li>" for line in summary["verdicts"])
+    pair_header, *pairs = summary["pairs"]
+    files = ", ".join(f"<code>{esc(path)}</code>" for path in summary["files"])
+    return ('<section id="ablation"><h2>Ablation</h2>'
+            f"<p>This run is recipe <b>{esc(summary['recipe'])}</b> of the ablation in <code>{esc(summary['ablation'])}"
+            f"</code>: <code>{esc(summary['command'])}</code>. {esc(summary['intro'])}.</p>"
+            + table(header, rows, numeric=tuple(range(1, len(header))))
+            + f"<h3>Verdicts (paired t-test over seeds)</h3><ul>{verdicts}</ul>"
+            + "<details><summary>Every paired difference</summary>" + table(pair_header, pairs, numeric=(2, 3))
+            + f"</details><p class=\"muted\">The ablation's files: {files}.</p></section>")
 
 
 def plan_section(plan: plan_view.Plan) -> str:

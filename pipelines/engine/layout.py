@@ -9,6 +9,7 @@
     out/<run>/work/                         intermediate passes, done-markers, global stages' working files
     out/<run>/embeddings/                   word vectors trained on the kept documents (refinery embeddings train)
     out/<run>/report.html, README.md        the run's report and dataset card (refinery report; written after a run)
+    out/<run>/ablation.json                 a `refinery ablate`'s table and verdicts (the report shows them)
 
 Writes go through refinery.corpora.atomic (temp name, flush, rename), so cleanup knows the one temp scheme.
 """
@@ -66,6 +67,12 @@ class RunLayout:
         return self.root / "report.html"
 
     @property
+    def ablation(self) -> Path:
+        """The table and verdicts of the ablation this run is a recipe of (refinery ablate writes it; the run
+        report shows it); --force deletes it with the data it was measured on."""
+        return self.root / "ablation.json"
+
+    @property
     def card(self) -> Path:
         """The dataset card: README.md, as the Hugging Face Hub and `datasets.load_dataset(RUN)` read it."""
         return self.root / "README.md"
@@ -90,7 +97,7 @@ class RunLayout:
         """Everything a run writes at the top of its folder (a user's own files beside them are not ours). The
         dataset card is left out: a user may have edited it, and the next run rewrites only a card of ours."""
         return [self.manifest, self.data, self.root / "removed", self.quarantine, self.stats, self.tokens.root,
-                self.work, self.report, self.embeddings]
+                self.work, self.report, self.embeddings, self.ablation]
 
     def is_run(self) -> bool:
         return self.manifest.is_file()
