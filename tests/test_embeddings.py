@@ -108,11 +108,11 @@ def test_one_thread_and_a_seed_give_byte_identical_vectors(c4_run, tmp_path):
     # part fastText leaves uninitialised made these differ, or fail with "Encountered NaN".
     texts = list(kept_texts(c4_run))[:100]
     vectors = []
-    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         model = train_embeddings(texts, tmp_path / name, dim=16, epochs=2, min_count=3, bucket=10000, seed=seed)
         vectors.append(model.with_suffix(".vec").read_bytes())
     assert vectors[0] == vectors[1]
-    assert vectors[0] != vectors[2]  # the seed reaches fastText's trainer
+    assert vectors[0] != vectors[2]  # the seed reaches fastText's trainer (which alone takes 0 for 1)
 
 
 def test_user_errors_say_what_to_do_and_exit_2(trained, tmp_path, capsys):

@@ -124,7 +124,9 @@ def _train_unsupervised(input_path: Path, seed: int, **params: Any) -> Any:
     this does what `train_supervised` does: the same argument checks, the same trainer."""
     from fasttext import FastText
 
-    arguments = {"input": str(input_path), "seed": seed, **params}
+    # +1: fastText seeds std::minstd_rand with it, which takes a seed of 0 as 1, so our seeds 0 and 1 would train
+    # the same vectors; seed 0 still trains what fastText's 0 (and 1) did.
+    arguments = {"input": str(input_path), "seed": seed + 1, **params}
     args, manual = FastText.read_args((), arguments, [*FastText.unsupervised_default, "input"],
                                       FastText.unsupervised_default)
     built = FastText._build_args(args, manual)
@@ -158,6 +160,8 @@ def train_embeddings(texts: Iterable[str], out_prefix: Path, model: str = "skipg
                         ("bucket", bucket)):
         if value < 1:
             raise EmbeddingsError(f"{name} must be at least 1, got {value}")
+    if seed < 0:
+        raise EmbeddingsError(f"seed must be 0 or more, got {seed}")
     files = model_files(out_prefix)
     files["bin"].parent.mkdir(parents=True, exist_ok=True)
     corpus = temp_name(Path(f"{out_prefix}.txt"))
