@@ -88,6 +88,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "%(default)s)")
     parser.add_argument("--evals-dir", type=Path, default=SHARED_DATA / "evals",
                         help="llm-foundry local_data folder with hellaswag_val_full.txt.bz2 (default: %(default)s)")
+    parser.add_argument("--no-embeddings", dest="embeddings", action="store_false",
+                        help="no word vectors (by default each recipe and seed also trains fastText skip-gram vectors "
+                             "on an equal number of its words, scored on the word-similarity sets)")
+    parser.add_argument("--embedding-dim", type=_positive, default=50, help="word vector size (default %(default)s)")
+    parser.add_argument("--embedding-epochs", type=_positive, default=5, help="default %(default)s")
+    parser.add_argument("--embedding-min-count", type=_positive, default=5,
+                        help="rarer words get no vector: a pair with one is not a known pair (default %(default)s)")
+    parser.add_argument("--embedding-words", type=_token_count, default=2_000_000, metavar="N",
+                        help="words each recipe's vectors train on, at most: the smallest recipe's training split, "
+                             "capped at N (default 2M)")
+    parser.add_argument("--wordsim", type=Path, default=SHARED_DATA / "wordsim",
+                        help="folder of word-similarity sets, `word1 word2 score` .txt files (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, …")
     parser.add_argument("--threads", type=_positive, default=1,
                         help="torch threads per model (default %(default)s: fastest for tiny models, reproducible)")
@@ -95,6 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: all cores)")
     parser.add_argument("--force", action="store_true", help="start the ablation over: delete its tokens, models "
                         "and results (the recipes' runs are kept; they resume)")
+    parser.add_argument("--no-report", action="store_true", help="write no run reports (by default each recipe's "
+                        "run gets its report.html, which shows the ablation)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -132,21 +146,19 @@ def _recipes(arguments: list[str], inputs: list[str], runs: Path) -> dict[str, A
 def _check_settings(out: Path, settings: dict[str, Any], force: bool) -> None:
     """Results of other settings must never be mixed in: refuse them, or with --force delete them."""
     from refinery.corpora.atomic import read_json, remove_path, write_json
-    from refinery.pipelines.commands.ablate_data import AblationError
+    from refinery.pipelines.commands.ablate_data import AblationError, setting_changes
 
     path = out / "settings.json"
     if force:
-        for entry in ("tokens", "models", "results", "evals", "tokenizer.json", "tokenizer-sample.json",
+        for entry in ("tokens", "models", "results", "evals", "embeddings", "tokenizer.json", "tokenizer-sample.json",
                       "settings.json", "ablation.json", "ablation.md", "ablation.png"):
             remove_path(out / entry, ignore_errors=False)
     elif path.exists():
         old = read_json(path)
         if old != settings:
-            changed = [f"{key} {json.dumps(old.get(key))} → {json.dumps(settings.get(key))}"
-                       for key in sorted(set(old) | set(settings)) if old.get(key) != settings.get(key)]
             raise AblationError(f"{out} holds an ablation made with other settings, whose results must not be mixed "
-                                f"with these: {'; '.join(changed)}. Rerun with its settings, add --force to start it "
-                                "over (the recipes' runs are kept), or give another --out")
+                                f"with these: {'; '.join(setting_changes(old, settings))}. Rerun with its settings, "
+                                "add --force to start it over (the recipes' runs are kept), or give another --out")
     write_json(path, settings)
 
 
@@ -279,15 +291,12 @@ def _train_grid(args: argparse.Namespace, out: Path, folders: list[Path], held_o
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from refinery.corpora.atomic import read_json
     from refinery.pipelines.commands.ablate_data import AblationError, clean_text_slice
-    from refinery.pipelines.commands.ablate_report import metrics, write_report
-    from refinery.tokenization.tokenizer import fingerprint
     from refinery.training.proxy import VOCAB_SIZES, HeldOut, proxy_config, tokens_per_step
 
     out = Path(args.out).absolute()
     for flag, path in (("--wikitext", args.wikitext), ("--clean-text", args.clean_text),
-                       ("--evals-dir", args.evals_dir)):
+                       ("--evals-dir", args.evals_dir), *((("--wordsim", args.wordsim),) if args.embeddings else ())):
         if not path.exists():
             raise AblationError(f"{flag} {path} does not exist; give the file (or folder) with {flag}")
     if not 0 < args.validation_fraction < 1:
@@ -317,12 +326,43 @@ def _ablate(args: argparse.Namespace) -> int:
         facts[name].update(recipe_file=recipes[name].source_file,
                            results={str(seed): results[name][seed] for seed in seeds})
     payload = {"settings": settings, "seeds": seeds, "tokens_trained": tokens_trained, "recipes": facts,
-               "tokenizer": {"path": str(out / "tokenizer.json"), "sha256": fingerprint(tokenizer),
-                             "vocab_size": tokenizer.get_vocab_size(),
-                             "sample_chars": read_json(out / "tokenizer-sample.json")}}
+               "tokenizer": _tokenizer_facts(out, tokenizer)}
+    _report(args, out, runs, payload, results)
+    return 0
+
+
+def _tokenizer_facts(out: Path, tokenizer) -> dict[str, Any]:
+    from refinery.corpora.atomic import read_json
+    from refinery.tokenization.tokenizer import fingerprint
+
+    return {"path": str(out / "tokenizer.json"), "sha256": fingerprint(tokenizer),
+            "vocab_size": tokenizer.get_vocab_size(), "sample_chars": read_json(out / "tokenizer-sample.json")}
+
+
+def _report(args: argparse.Namespace, out: Path, runs: dict[str, Path], payload: dict[str, Any], results: dict) -> None:
+    """The word vectors (unless --no-embeddings), then the ablation's report, each run's summary and run report."""
+    from refinery.pipelines.commands import ablate_embeddings
+    from refinery.pipelines.commands.ablate_report import metrics, write_report
+
+    seeds, columns, extra = payload["seeds"], metrics(list(runs), args.clean_text.stem), []
+    if args.embeddings:
+        wanted = ablate_embeddings.settings(args.embedding_dim, args.embedding_epochs, args.embedding_min_count,
+                                            args.embedding_words, args.threads, args.wordsim)
+        vectors = ablate_embeddings.train_grid(out / "embeddings", runs, seeds, wanted, args.wordsim,
+                                               args.validation_fraction, args.quiet)
+        results, scores = ablate_embeddings.combine(results, vectors)
+        columns, extra = columns + scores, ablate_embeddings.fact_rows(vectors)
+        payload["embeddings"] = {**wanted, "words": vectors[next(iter(runs))][seeds[0]]["words"],
+                                 "scored_sets": ablate_embeddings.scored_sets(vectors)}
+        for name, fact in payload["recipes"].items():
+            fact["embeddings"] = {str(seed): vectors[name][seed] for seed in seeds}
     command = shlex.join(["refinery", "ablate", *args.recipes, *(f"--input={path}" for path in args.input),
                           "--tokens", str(args.tokens), "--size", args.size, "--seeds", str(args.seeds), "--out",
-                          str(args.out)])
-    print(write_report(out, payload, results, seeds, metrics(names, args.clean_text.stem), command))
+                          str(args.out), *([] if args.embeddings else ["--no-embeddings"])])
+    print(write_report(out, payload, results, seeds, columns, command, extra, runs))
     print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'} and {out / 'ablation.png'}")
-    return 0
+    if not args.no_report:
+        from refinery.pipelines.commands.report import write_report as write_run_report
+
+        for name, run_dir in runs.items():
+            print(f"run report of {name}, with the ablation: {write_run_report(run_dir)}")

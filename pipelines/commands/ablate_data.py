@@ -8,8 +8,10 @@ and the tokenizer is trained on training documents only.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
@@ -28,6 +30,12 @@ class AblationError(ValueError):
     """An ablation that cannot go on; the message says why and what to do."""
 
 
+def setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Each setting that differs, as `key old → new` (JSON values), for a refusal that names them."""
+    return [f"{key} {json.dumps(old.get(key))} → {json.dumps(new.get(key))}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
 def kept_parts(run_dir: Path) -> list[Path]:
     parts = sorted(RunLayout(run_dir).data.glob("part-*.parquet"))
     if not parts or not any(pq.ParquetFile(p).metadata.num_rows for p in parts):
@@ -36,7 +44,7 @@ def kept_parts(run_dir: Path) -> list[Path]:
     return parts
 
 
-def _training_texts(run_dir: Path, plan: SplitPlan) -> list[str]:
+def training_texts(run_dir: Path, plan: SplitPlan) -> list[str]:
     """The run's training-split texts in a fixed order (by a hash of the id), whatever its task boundaries."""
     rows = []
     for part in kept_parts(run_dir):
@@ -52,7 +60,7 @@ def train_shared_tokenizer(runs: dict[str, Path], vocab_size: int, validation_fr
     """A byte-level BPE trained on the same number of characters from every run (the smallest run's training
     text, at most max_chars), so no recipe's text gets a better vocabulary by being larger; the chars used."""
     plan = SplitPlan(validation_fraction)
-    texts = {name: _training_texts(run_dir, plan) for name, run_dir in runs.items()}
+    texts = {name: training_texts(run_dir, plan) for name, run_dir in runs.items()}
     budget = min(max_chars, *(sum(map(len, docs)) for docs in texts.values()))
     sample, used = [], {}
     for name, docs in texts.items():

@@ -1,5 +1,6 @@
 """The report of `refinery ablate`: every figure as mean ± 95 % t-interval over seeds, paired t-tests between
-recipes with one verdict line per pair, ablation.json, ablation.md and ablation.png (the validation curves)."""
+recipes with a verdict line per pair on each headline figure, ablation.json, ablation.md, ablation.png (the
+validation curves), and in each recipe's run folder a summary (RUN/ablation.json) that its run report shows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from refinery.corpora.atomic import atomic_path, write_json, write_text
 from refinery.pipelines.commands.ablate_stats import Interval, interval, paired_test
+from refinery.pipelines.engine.layout import RunLayout
 
 Results = dict[str, dict[int, dict[str, Any]]]  # recipe → seed → what training/proxy.py's train_and_evaluate returns
 
@@ -17,15 +19,19 @@ Results = dict[str, dict[int, dict[str, Any]]]  # recipe → seed → what train
 @dataclass(frozen=True)
 class Metric:
     label: str
-    figure: str  # a key of a result's figures
+    figure: str  # a key of a result's group
     field: str  # inside that figure
     lower_is_better: bool
+    digits: int = 4
+    group: str = "figures"  # the proxy's figures, or another group of a seed's result (the word vectors' scores)
+    verdict_on: str | None = None  # a headline: one verdict per pair of recipes, "B beats A on <this> by …"
+    unit: str = ""
 
     def values(self, by_seed: dict[int, dict[str, Any]], seeds: list[int]) -> list[float]:
-        return [by_seed[seed]["figures"][self.figure][self.field] for seed in seeds]
+        return [by_seed[seed][self.group][self.figure][self.field] for seed in seeds]
 
 
-HEADLINE = Metric("WikiText-2 nats/token", "wikitext2", "mean_nll", True)
+HEADLINE = Metric("WikiText-2 nats/token", "wikitext2", "mean_nll", True, verdict_on="WikiText-2", unit="nats/token")
 
 
 def metrics(recipes: list[str], clean_name: str) -> list[Metric]:
@@ -33,9 +39,9 @@ def metrics(recipes: list[str], clean_name: str) -> list[Metric]:
     return [HEADLINE, Metric("WikiText-2 bits/byte", "wikitext2", "bits_per_byte", True),
             Metric(f"{clean_name} bits/byte", clean_name, "bits_per_byte", True),
             Metric(f"{clean_name} nats/token", clean_name, "mean_nll", True),
-            Metric("HellaSwag acc_norm", "hellaswag", "acc_norm", False),
-            Metric("ARC-Easy acc_norm", "arc_easy", "acc_norm", False),
-            Metric("PIQA acc_norm", "piqa", "acc_norm", False),
+            Metric("HellaSwag acc_norm", "hellaswag", "acc_norm", False, digits=3),
+            Metric("ARC-Easy acc_norm", "arc_easy", "acc_norm", False, digits=3),
+            Metric("PIQA acc_norm", "piqa", "acc_norm", False, digits=3),
             *(Metric(f"{name} validation nats/token", f"val:{name}", "mean_nll", True) for name in recipes)]
 
 
@@ -74,29 +80,46 @@ def _cell(value: Interval, digits: int) -> str:
     return f"{value.mean:.{digits}f}" + ("" if value.half_width is None else f" ± {value.half_width:.{digits}f}")
 
 
-def table(summary: dict[str, dict[str, Interval]], columns: list[Metric], facts: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table, one column per recipe: its data, then each metric as mean ± 95 % t-interval."""
+def table_rows(summary: dict[str, dict[str, Interval]], columns: list[Metric], facts: dict[str, dict[str, Any]],
+               extra: list[list[str]] = ()) -> list[list[str]]:
+    """The table, one column per recipe (the header row first): its data, each metric as mean ± 95 % t-interval,
+    then the `extra` rows (facts of the word vectors)."""
     names = list(summary)
-    rows = [["", *names], ["---"] * (len(names) + 1),
-            ["kept documents", *(f"{facts[n]['kept_documents']:,}" for n in names)],
+    rows = [["", *names], ["kept documents", *(f"{facts[n]['kept_documents']:,}" for n in names)],
             ["train split tokens (epochs at the budget)",
              *(f"{facts[n]['train_tokens']:,} ({facts[n]['epochs']:.2f})" for n in names)]]
     for metric in columns:
-        digits = 3 if "acc" in metric.field else 4
         arrow = "↓" if metric.lower_is_better else "↑"
-        rows.append([f"{metric.label} {arrow}", *(_cell(summary[n][metric.label], digits) for n in names)])
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+        rows.append([f"{metric.label} {arrow}", *(_cell(summary[n][metric.label], metric.digits) for n in names)])
+    return rows + [list(row) for row in extra]
 
 
-def pair_table(pairs: list[dict[str, Any]]) -> str:
-    """Every paired difference: how much better B is than A on each metric, its interval and p-value."""
-    rows = ["| A → B | metric | B better by (95 % t-interval) | p |", "| --- | --- | --- | --- |"]
+def markdown(rows: list[list[str]]) -> str:
+    """Rows as a Markdown table, the first one its header."""
+    lines = [rows[0], ["---"] * len(rows[0]), *rows[1:]]
+    return "\n".join("| " + " | ".join(row) + " |" for row in lines)
+
+
+def table(summary: dict[str, dict[str, Interval]], columns: list[Metric], facts: dict[str, dict[str, Any]],
+          extra: list[list[str]] = ()) -> str:
+    """The table (table_rows) in Markdown."""
+    return markdown(table_rows(summary, columns, facts, extra))
+
+
+def pair_rows(pairs: list[dict[str, Any]]) -> list[list[str]]:
+    """Every paired difference (the header row first): how much better B is than A on each metric, its interval
+    and p-value."""
+    rows = [["A → B", "metric", "B better by (95 % t-interval)", "p"]]
     for pair in pairs:
         better = pair["b_better_by"]
         spread = "" if better["ci95"] is None else f" ± {better['ci95']:.4f}"
         p = "" if pair["p"] is None else f"{pair['p']:.3g}"
-        rows.append(f"| {pair['a']} → {pair['b']} | {pair['metric']} | {better['mean']:+.4f}{spread} | {p} |")
-    return "\n".join(rows)
+        rows.append([f"{pair['a']} → {pair['b']}", pair["metric"], f"{better['mean']:+.4f}{spread}", p])
+    return rows
+
+
+def pair_table(pairs: list[dict[str, Any]]) -> str:
+    return markdown(pair_rows(pairs))
 
 
 def plot_curves(results: Results, seeds: list[int], path: Path) -> None:
@@ -134,25 +157,35 @@ def plot_curves(results: Results, seeds: list[int], path: Path) -> None:
 
 
 def write_report(out: Path, payload: dict[str, Any], results: Results, seeds: list[int], columns: list[Metric],
-                 command: str) -> str:
-    """ablation.json (payload + summary, pairs, verdicts), ablation.md and ablation.png; returns the text to print."""
+                 command: str, extra: list[list[str]] = (), runs: dict[str, Path] | None = None) -> str:
+    """ablation.json (payload + summary, pairs, verdicts), ablation.md, ablation.png and each run's summary
+    (RUN/ablation.json, for its run report); returns the text to print."""
     summary = summarize(results, seeds, columns)
     pairs = compare(results, seeds, columns)
-    verdicts = [verdict(p) for p in pairs if p["metric"] == HEADLINE.label]
+    verdicts = [verdict(p, m.unit, m.verdict_on) for m in columns if m.verdict_on
+                for p in pairs if p["metric"] == m.label]
     facts = payload["recipes"]
     payload = {**payload, "summary": {n: {k: v.as_dict() for k, v in s.items()} for n, s in summary.items()},
                "pairs": pairs, "verdicts": verdicts}
     write_json(out / "ablation.json", payload)
     plot_curves(results, seeds, out / "ablation.png")
-    text = table(summary, columns, facts)
+    rows = table_rows(summary, columns, facts, extra)
     settings = payload["settings"]
     seeds_text = f"{len(seeds)} seed{'s' * (len(seeds) > 1)} ({', '.join(map(str, seeds))})"
     intro = (f"{len(results)} recipes × {seeds_text}, {settings['size']} GPT, {payload['tokens_trained']:,} "
              f"training tokens each (budget {settings['tokens']:,}); mean ± 95 % "
              f"t-interval over seeds; ↓ lower is better, ↑ higher. Tokenizer sha256 {payload['tokenizer']['sha256']}")
+    if vectors := payload.get("embeddings"):
+        intro += (f". Word vectors: fastText {vectors['model']}, dim {vectors['dim']}, {vectors['epochs']} epochs, "
+                  f"on {vectors['words']:,} words of each recipe (one model per recipe and seed)")
     write_text(out / "ablation.md", "\n\n".join([
-        "# Ablation", f"`{command}`", intro, text, "## Verdicts (paired t-test over seeds)",
+        "# Ablation", f"`{command}`", intro, markdown(rows), "## Verdicts (paired t-test over seeds)",
         "\n".join(f"- {line}" for line in verdicts), "## Every paired difference", pair_table(pairs),
         "Validation curves: ablation.png. Every figure, per seed: ablation.json.",
     ]) + "\n")
-    return "\n".join([intro, "", text, "", *verdicts])
+    for name, run_dir in (runs or {}).items():
+        write_json(RunLayout(run_dir).ablation, {
+            "recipe": name, "ablation": str(out), "command": command, "intro": intro, "table": rows,
+            "verdicts": verdicts, "pairs": pair_rows(pairs),
+            "files": [str(out / f) for f in ("ablation.md", "ablation.json", "ablation.png")]})
+    return "\n".join([intro, "", markdown(rows), "", *verdicts])
