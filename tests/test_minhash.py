@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from stop_in_step import StopInStep
 
 from refinery.pipelines.commands import sql
-from refinery.pipelines.engine.executors import Executor, create_executor
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import run_recipe
-from refinery.pipelines.engine.segments import FinishJob
 from refinery.pipelines.stages.neardup import lsh, resolve
 from refinery.pipelines.stages.neardup.minhash import permutations, signatures
 from refinery.pipelines.stages.neardup.setstore import Sets, pair_jaccard
@@ -218,23 +217,6 @@ def test_sets_in_many_small_blocks_give_identical_bytes(two_workers, tmp_path):
     assert counts["sets"]["blocks"] > 3 and counts["members"]["member_buckets"] > 3
     assert len(list((tmp_path / "out/work/minhash_dedup/pairs").glob("part-*.parquet"))) == counts["sets"]["blocks"]
     assert output_bytes(tmp_path / "out") == output_bytes(clean)
-
-
-class StopInStep(Executor):
-    """The local executor, recording the finish parts it is given, and stopping the run (as Ctrl-C does, in the
-    driver) once the first part of `step` has finished, the other parts of that step in flight or not begun."""
-
-    name = "test-stop-in-step"
-
-    def __init__(self, step: str | None = None):
-        self.inner, self.step, self.given = create_executor("local", workers=2), step, []
-
-    def map(self, fn, jobs, on_progress, describe):
-        self.given += [(job.step, job.partition) for job in jobs if isinstance(job, FinishJob)]
-        for job, result in self.inner.map(fn, jobs, on_progress, describe):
-            yield job, result
-            if isinstance(job, FinishJob) and job.step == self.step:
-                raise KeyboardInterrupt(f"stopped in {self.step}")
 
 
 @pytest.mark.parametrize("step", ["buckets", "pairs", "walk", "decisions"])

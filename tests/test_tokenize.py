@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from stop_in_step import StopInStep
 
 from refinery.corpora.atomic import read_json, write_json
 from refinery.pipelines.commands import sql
@@ -83,14 +85,23 @@ def test_same_output_with_one_worker_and_after_a_resumed_finish(tokenized, input
     recipe = write_recipe(inputs, [TOKENIZE], task_size="100KB")
     one = run_recipe(load_recipe(recipe), workers=1, progress=False).run_dir
     assert shard_bytes(one) == shard_bytes(tokenized)
-    # A crash during the finish: the phase is not marked done and half the shards are gone.
-    manifest = read_json(one / "manifest.json")
-    del manifest["phases"]["tokenize.finish"]
-    manifest["status"] = "running"
-    write_json(one / "manifest.json", manifest)
-    shutil.rmtree(one / "tokens/train")
-    run_recipe(load_recipe(recipe), workers=2, progress=False)
-    assert shard_bytes(one) == shard_bytes(tokenized)
+
+
+@pytest.mark.parametrize("step", ["flatten", "write", "index"])
+def test_a_finish_stopped_in_a_step_resumes_there_with_identical_shards(tokenized, inputs, write_recipe, step):
+    # Small shards, so the write step has many parts; stopped once the first part of `step` is done.
+    small = {"tokenize": {**TOKENIZE["tokenize"], "shard_tokens": 4096}}
+    recipe = write_recipe(inputs, [small], task_size="100KB", name="small")
+    clean = run_recipe(load_recipe(recipe), workers=2, progress=False).run_dir
+    expected = shard_bytes(clean)
+    shutil.rmtree(clean)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(load_recipe(recipe), progress=False, executor=StopInStep(step))
+    done_before = set(os.listdir(clean / "work/tokenize/finished"))
+    rerun = StopInStep()
+    run_recipe(load_recipe(recipe), progress=False, executor=rerun)
+    assert shard_bytes(clean) == expected and len([n for n in expected if n.endswith(".bin")]) > 4
+    assert not {f"{s}-{p:05d}.json" for s, p in rerun.given} & done_before  # nothing done is done again
 
 
 def test_reader_refuses_what_it_cannot_trust(tokenized, tmp_path):

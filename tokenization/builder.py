@@ -3,13 +3,13 @@
 Encoding runs per task in parallel and keeps its tokens in a Parquet list column (one file per task).
 `write_token_splits` then reads those files once into flat memory-mapped arrays, decides every
 document's split, copies and position from hashes of its id (so the result never depends on task
-boundaries or worker count), and streams the documents into shards in that order.
+boundaries or worker count), and writes the documents into shards in that order (shard_steps.py: the steps,
+which the tokenize stage runs as parallel tasks).
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,8 @@ from tokenizers import Tokenizer
 
 from refinery.corpora.atomic import atomic_path, commit, temp_name, write_json
 from refinery.tokenization.chat import loss_mask
-from refinery.tokenization.shards import FORMAT_VERSION, INDEX_SCHEMA, SPLITS, TokenLayout, dtype_for, shard_name
-from refinery.tokenization.tokenizer import fingerprint, special_ids
+from refinery.tokenization.shard_steps import STEPS, ShardJob, parts, run_part, starts_new_shard
+from refinery.tokenization.shards import FORMAT_VERSION, INDEX_SCHEMA, TokenLayout, dtype_for, shard_name
 
 
 def encoded_schema(vocab_size: int, with_mask: bool = False) -> pa.Schema:
@@ -84,71 +84,34 @@ class SplitPlan:
         return "validation" if unit_hash("split", doc_id) < self.validation_fraction else "train"
 
 
-def _to_disk(values: np.ndarray, path: Path) -> np.ndarray:
-    """Write a flat array and map it back, so the finish never holds a whole corpus of tokens in memory."""
-    values.tofile(path)
-    return np.memmap(path, dtype=values.dtype, mode="r") if len(values) else values
-
-
-def _flatten(encoded_files: list[Path], workdir: Path) -> tuple[list[np.ndarray], list[np.ndarray] | None, list]:
-    """Each task's tokens (and masks) as flat arrays on disk, and one row per document locating it."""
-    flats, masks, rows = [], [], []
-    workdir.mkdir(parents=True, exist_ok=True)
-    for file_index, path in enumerate(encoded_files):
-        table = pq.read_table(path)
-        tokens = table.column("tokens").combine_chunks()
-        flats.append(_to_disk(tokens.values.to_numpy(zero_copy_only=False), workdir / f"flat-{file_index:05d}.bin"))
-        if "mask" in table.column_names:
-            mask_values = table.column("mask").combine_chunks().values.to_numpy(zero_copy_only=False)
-            masks.append(_to_disk(mask_values, workdir / f"flat-{file_index:05d}.mask.bin"))
-        offsets = tokens.offsets.to_numpy()
-        for doc_id, source, start, end in zip(table.column("doc_id").to_pylist(), table.column("source").to_pylist(),
-                                              offsets[:-1].tolist(), offsets[1:].tolist()):
-            rows.append({"doc_id": doc_id, "source": source, "file": file_index, "start": start, "length": end - start})
-    return flats, (masks if masks else None), rows
-
-
 def write_token_splits(
     encoded_files: list[Path], tokens_dir: Path, tokenizer: Tokenizer, plan: SplitPlan, eos_token: str | None,
     workdir: Path,
 ) -> dict[str, Any]:
-    """Write tokens/<split>/ shard sets from the per-task encoded files; return a summary per split."""
-    flats, masks, rows = _flatten(encoded_files, workdir)
-    ids = special_ids(tokenizer, eos_token)
-    base_meta = {"vocab_size": tokenizer.get_vocab_size(), "special_ids": ids,
-                 "tokenizer_fingerprint": fingerprint(tokenizer), "tokenizer": TokenLayout.TOKENIZER_FROM_SPLIT,
-                 "seed": plan.seed, "shuffle": plan.shuffle, "weights": plan.weights,
-                 "validation_fraction": plan.validation_fraction}
-    order: dict[str, list[tuple]] = {split: [] for split in SPLITS}
-    tokens_in: Counter[str] = Counter()
-    for position, row in enumerate(rows):
-        tokens_in[row["source"]] += row["length"]
-        for copy in range(plan.copies(row["doc_id"], row["source"])):
-            key = unit_hash("shuffle", plan.seed, row["doc_id"], copy) if plan.shuffle else position
-            order[plan.split(row["doc_id"])].append((key, position, copy))
-    layout = TokenLayout(tokens_dir)
-    with atomic_path(layout.tokenizer) as tmp:
-        tokenizer.save(str(tmp))
-    summary = {}
-    for split, items in order.items():
-        items.sort()
-        tokens_out: Counter[str] = Counter()
-        for _key, position, _copy in items:
-            tokens_out[rows[position]["source"]] += rows[position]["length"]
-        # Tokens this split takes from a source per token the source has: 2.0 = seen twice per pass over the split.
-        epochs = {source: round(n / tokens_in[source], 4) for source, n in sorted(tokens_out.items())}
-        shutil.rmtree(layout.split(split), ignore_errors=True)  # a resumed finish starts the split afresh
-        writer = ShardWriter(layout.split(split), tokenizer.get_vocab_size(), plan.shard_tokens, masks is not None)
-        for _key, position, copy in items:
-            row = rows[position]
-            doc_id = row["doc_id"] if copy == 0 else f"{row['doc_id']}#copy{copy}"
-            span = slice(row["start"], row["start"] + row["length"])
-            writer.add(doc_id, row["source"], flats[row["file"]][span], masks[row["file"]][span] if masks else None)
-        meta = writer.close({**base_meta, "split": split, "effective_epochs": epochs})
-        summary[split] = {"documents": meta["documents"], "tokens": meta["tokens"], "shards": len(meta["shards"]),
-                          "effective_epochs": epochs}
-    shutil.rmtree(workdir, ignore_errors=True)
+    """Write tokens/<split>/ shard sets from the per-task encoded files, every step of shard_steps in turn in this
+    process (the tokenize stage runs the same steps' parts as parallel tasks); return a summary per split."""
+    job = ShardJob(list(encoded_files), tokens_dir, workdir, plan, eos_token)
+    summary: dict[str, Any] = {}
+    for step in STEPS:
+        for part in range(parts(step, job)):
+            summary = run_part(step, part, job, tokenizer) or summary
     return summary
+
+
+def split_meta(meta: dict[str, Any], dtype: np.dtype, with_mask: bool, documents: int, shards: list[int],
+               tokens_per_source: Counter[str]) -> dict[str, Any]:
+    """A split's meta.json: `meta` (tokenizer, split, mixing) and what its shards hold."""
+    return {
+        **meta,
+        "format_version": FORMAT_VERSION,
+        "dtype": dtype.name,
+        "byteorder": "little",
+        "has_mask": with_mask,
+        "documents": documents,
+        "tokens": int(sum(shards)),
+        "shards": [{"name": shard_name(i), "tokens": n} for i, n in enumerate(shards)],
+        "tokens_per_source": dict(sorted(tokens_per_source.items())),
+    }
 
 
 class ShardWriter:
@@ -179,7 +142,7 @@ class ShardWriter:
     def add(self, doc_id: str, source: str, tokens: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Append one document's tokens (EOS included by the caller) and, for SFT, its loss mask."""
         length = len(tokens)
-        if not self.shards or (self.shards[-1] and self.shards[-1] + length > self.shard_tokens):
+        if starts_new_shard(self.shards[-1] if self.shards else None, length, self.shard_tokens):
             self._open_shard()
         self._files[0][0].write(np.asarray(tokens, dtype=self.dtype).tobytes())
         if self.with_mask:
@@ -203,16 +166,6 @@ class ShardWriter:
         index = pa.table(self.rows, schema=INDEX_SCHEMA)
         with atomic_path(TokenLayout.index(self.folder)) as tmp:
             pq.write_table(index, tmp, compression="zstd")
-        meta = {
-            **meta,
-            "format_version": FORMAT_VERSION,
-            "dtype": self.dtype.name,
-            "byteorder": "little",
-            "has_mask": self.with_mask,
-            "documents": index.num_rows,
-            "tokens": int(sum(self.shards)),
-            "shards": [{"name": shard_name(i), "tokens": n} for i, n in enumerate(self.shards)],
-            "tokens_per_source": dict(sorted(self.tokens_per_source.items())),
-        }
+        meta = split_meta(meta, self.dtype, self.with_mask, index.num_rows, self.shards, self.tokens_per_source)
         write_json(TokenLayout.meta(self.folder), meta)
         return meta

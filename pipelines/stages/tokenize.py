@@ -17,7 +17,8 @@ from refinery.corpora.atomic import atomic_path
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import ProducerStage, StageConfig
 from refinery.pipelines.stages.dedup import hash64
-from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
+from refinery.tokenization import shard_steps
+from refinery.tokenization.builder import SplitPlan, encode_documents
 from refinery.tokenization.tokenizer import load_tokenizer, special_ids, train_bpe
 
 SAMPLE_SCHEMA = pa.schema([("hash", pa.int64()), ("ord", pa.int64()), ("text", pa.string())])
@@ -100,8 +101,21 @@ class Tokenize(ProducerStage):
         tokenizer = self._tokenizer()
         return encode_documents(tokenizer, docs, self._eos)
 
-    def finish(self, collected_files: list[Path], workdir: Path) -> None:
+    # The shard sets are written in steps whose parts (a group of encoded files, a shard) are executor tasks.
+    def _shard_job(self, collected_files: list[Path], workdir: Path) -> shard_steps.ShardJob:
         plan = SplitPlan(self.config.validation_fraction, dict(self.config.weights), self.config.shuffle,
                          self.config.seed, self.config.shard_tokens)
-        write_token_splits(collected_files, self.context.tokens.root, self._tokenizer(), plan,
-                           self.config.eos_token, workdir / "flat")
+        return shard_steps.ShardJob(list(collected_files), self.context.tokens.root, workdir / "flat", plan,
+                                    self.config.eos_token)
+
+    def finish_steps(self) -> tuple[str, ...]:
+        return shard_steps.STEPS
+
+    def step_parts(self, step: str, collected_files: list[Path], workdir: Path) -> int:
+        return shard_steps.parts(step, self._shard_job(collected_files, workdir))
+
+    def run_step(self, step: str, part: int, collected_files: list[Path], workdir: Path) -> None:
+        shard_steps.run_part(step, part, self._shard_job(collected_files, workdir), self._tokenizer())
+
+    def finish(self, collected_files: list[Path], workdir: Path) -> None:
+        self.finish_in_steps(collected_files, workdir)
