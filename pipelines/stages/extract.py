@@ -144,6 +144,10 @@ class Extract(MapStage):
         super().__init__(config, context)
         from trafilatura.settings import Extractor
 
+        from refinery.pipelines.stages.web.speedups import install
+
+        install()  # faster stand-ins for trafilatura's hottest selectors, byte-identical output
+
         # One Extractor for every page: trafilatura copies it before any per-page change (its recall retry).
         self.options = Extractor(
             output_format="txt",

@@ -262,11 +262,7 @@ def bench_warc(pages: list[EvalPage], args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(MAKE_WARC.parent))
     from make_bench_warc import original_url, warc_url
 
-    warc_dir = args.work / "warc"
-    shutil.rmtree(warc_dir, ignore_errors=True)
-    built = run_timed([sys.executable, str(MAKE_WARC), str(warc_dir / "pages.warc.gz"), "--with-cache",
-                       "--repeat", str(args.warc_repeat), "--shards", "2"])
-    records = json.loads(built.stdout)["records"]
+    warc_dir, records = build_warc(args, args.warc_repeat)
     by_warc_url = {warc_url(p.url): p for p in pages}
     scored = [EvalPage(warc_url(p.url), "", p.with_snippets, p.without_snippets) for p in by_warc_url.values()]
     recipe, run_dir = args.work / "warc.yaml", args.work / "runs" / "warc"
@@ -303,6 +299,50 @@ def bench_warc(pages: list[EvalPage], args: argparse.Namespace) -> dict:
             "pages_per_s": rate, "pages_per_cpu_s": per_cpu, "quality": quality}
 
 
+def build_warc(args: argparse.Namespace, repeat: int) -> tuple[Path, int]:
+    """make_bench_warc.py --with-cache --repeat R --shards 2 (as the datatrove baseline builds it): (folder, records).
+    It needs warcio, which the datatrove venv has (Refinery itself reads WARCs with FastWARC)."""
+    warc_dir = args.work / f"warc-{repeat}"
+    shutil.rmtree(warc_dir, ignore_errors=True)
+    built = run_timed([args.warc_python or args.datatrove_python or sys.executable, str(MAKE_WARC),
+                       str(warc_dir / "pages.warc.gz"), "--with-cache", "--repeat", str(repeat), "--shards", "2"])
+    return warc_dir, json.loads(built.stdout)["records"]
+
+
+def check_identical(args: argparse.Namespace) -> dict:
+    """Every page of the bench WARC (read by Refinery's reader, as a run reads it) through every mode, with
+    and without the trafilatura speed-ups: the texts, titles and removals must be byte-identical."""
+    from refinery.corpora.readers.base import ReadTask
+    from refinery.corpora.readers.warc import WarcReader
+    from refinery.pipelines.stages.web import speedups
+
+    warc_dir, _ = build_warc(args, 1)
+    tables = [batch.documents for path in sorted(warc_dir.glob("*.warc.gz"))
+              for batch in WarcReader().read(ReadTask("warc", str(path), path.name))]
+    results = {}
+    for mode in args.modes:
+        stage = Extract(ExtractConfig(mode=mode))
+        outputs, seconds = {}, {}
+        for name in ("stock", "speedups"):
+            started, outputs[name] = time.process_time(), []
+            for table in tables:
+                if name == "stock":
+                    with speedups.stock_trafilatura():
+                        kept, removed, _ = stage.process(table)
+                else:
+                    kept, removed, _ = stage.process(table)
+                outputs[name].append((kept.to_pylist(), removed.to_pylist()))
+            seconds[name] = time.process_time() - started
+        pages = sum(t.num_rows for t in tables)
+        same = outputs["stock"] == outputs["speedups"]
+        results[mode] = {"pages": pages, "identical": same, "cpu_s": seconds}
+        print(f"  {mode:<9} {pages} pages of the WARC: output {'byte-identical' if same else 'DIFFERS'}; CPU "
+              f"{seconds['stock']:.1f} s stock, {seconds['speedups']:.1f} s with the speed-ups", flush=True)
+        if not same:
+            raise SystemExit(f"the speed-ups changed the output of mode {mode}")
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated modes (default {','.join(MODES)})")
@@ -316,6 +356,11 @@ def main() -> int:
     parser.add_argument("--warc-repeat", type=int, default=3, help="copies of every page in the WARC (default 3)")
     parser.add_argument("--warc-mode", default="fast", choices=MODES, help="extract mode in the side by side")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    parser.add_argument("--identical", action="store_true",
+                        help="check that every page of the bench WARC extracts byte-identically with and without "
+                        "the trafilatura speed-ups, in every mode of --modes")
+    parser.add_argument("--warc-python", help="python with warcio for make_bench_warc.py (default: "
+                        "--datatrove-python, else this one)")
     args = parser.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
     args.workers = [int(w) for w in args.workers.split(",") if w]
@@ -325,6 +370,8 @@ def main() -> int:
 
     pages = load_pages(args.data)
     results = {}
+    if args.identical:
+        results["identical"] = check_identical(args)
     if not args.skip_modes:
         results["modes"] = bench_modes(pages, args)
     if args.datatrove_python:
