@@ -78,6 +78,10 @@ def test_a_run_with_inputs_and_output_on_s3_publishes_what_a_local_run_writes(s3
     assert sorted(entry["path"] for entry in index) == sorted(set(published) - {"manifest.json"})
     assert all(entry["bytes"] == len(published[entry["path"]]) for entry in index)
     assert not any(name.startswith("work/") for name in published)
+    # The tasks uploaded what they delivered themselves (the driver only what the finishes and stats wrote).
+    by_tasks = set().union(*(read_json(p) for p in (summary.run_dir / "work/published").glob("*.json")))
+    assert {name for name in published if name.startswith(("data/", "removed/"))} <= by_tasks
+    assert not any(name.startswith(("tokens/", "stats/")) for name in by_tasks)
     # A rerun finds the finished run in staging and publishes nothing new.
     rerun = run_recipe(recipe, workers=2, progress=False)
     assert rerun.run_dir == summary.run_dir and rerun.kept == summary.kept

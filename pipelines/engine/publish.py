@@ -2,8 +2,9 @@
 
 The run is built, resumed and locked in a local staging folder exactly as a local run is
 (refinery.corpora.remote_folder.staging_folder: $REFINERY_STAGING or the user's cache; on a Ray cluster a folder
-every node sees), then published: every delivered file is uploaded, and the run's manifest.json, listing each
-file with its size, is written last. The remote folder is a complete run once that index exists, and it holds
+every node sees), then published: every delivered file is uploaded (a task uploads the parts it delivers before
+its done-marker, recording them in work/published/; the driver uploads the rest), and the run's manifest.json,
+listing each file with its size, is written last. The remote folder is a complete run once that index exists, and it holds
 exactly the files the index lists (see RemoteFolder). Publishing again (a rerun, the report written after the
 run) uploads only what changed since the last publication, and deletes only files an earlier index listed that
 the new one does not: a user's own objects under the prefix are never touched.
@@ -65,6 +66,8 @@ def publish_run(layout: RunLayout, url: str, progress: bool = True) -> int:
     files = delivered_files(layout)
     record_path = layout.work / "published.json"
     record = read_json(record_path) if record_path.is_file() else {}
+    for uploaded in sorted((layout.work / "published").glob("*.json")):  # what the tasks uploaded themselves
+        record.update(read_json(uploaded))
     on_remote = remote.sizes()
     state = {name: _state(layout.root / name) for name in files}
     changed = [name for name in files if record.get(name) != state[name] or on_remote.get(name) != state[name][0]]
@@ -81,6 +84,14 @@ def publish_run(layout: RunLayout, url: str, progress: bool = True) -> int:
     current = set(files)
     remote.remove([name for name in _listed(previous or {}) if name not in current])
     return len(changed)
+
+
+def record_uploaded(layout: RunLayout, url: str, files: list[Path], name: str) -> None:
+    """Upload files of the run (a task's deliveries) and record their state, so publish_run skips them."""
+    relatives = [str(path.relative_to(layout.root)) for path in files]
+    RemoteFolder(url).upload(layout.root, relatives)
+    write_json(layout.work / "published" / f"{name}.json",
+               {relative: _state(path) for relative, path in zip(relatives, files)})
 
 
 def _listed(index: dict[str, Any]) -> list[str]:

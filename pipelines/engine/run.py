@@ -346,7 +346,7 @@ def _run(
         for segment in segments:
             jobs = [
                 TaskJob(str(layout.root), segment.index, i, task, loaded.stages, loaded.recipe.batch_rows, schema,
-                        str(loaded.base_dir))
+                        str(loaded.base_dir), loaded.output_url)
                 for i, task in enumerate(tasks)
             ]
             resumed += _run_segment(segment, len(segments), jobs, layout, executor, task_bytes, loaded.recipe.limit,

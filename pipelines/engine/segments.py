@@ -104,6 +104,7 @@ class TaskJob:
     # so that every part of a run has one schema.
     document_schema: pa.Schema = DOCUMENT_SCHEMA
     recipe_dir: str = "."
+    publish_to: str | None = None  # an object-storage output: the task uploads what it delivers (publish.py)
 
     @property
     def context(self) -> RunContext:
@@ -291,17 +292,32 @@ def run_finish(job: FinishJob, report: Callable[[int], None]) -> dict[str, Any]:
     return result
 
 
-def _clear_task_outputs(layout: RunLayout, segment: Segment, task_index: int) -> None:
-    """A task that is redone starts from nothing, so no half-finished earlier attempt can mix in."""
+def _task_outputs(layout: RunLayout, segment: Segment, task_index: int, delivered_only: bool = False) -> list[Path]:
+    """Every file a task of the segment writes (besides its marker); delivered_only: those the run delivers
+    (removed and quarantined rows, kept documents of the last pass), not the parts the next pass or step reads."""
     paths = [layout.removed(key) / part_name(task_index) for key in segment.stage_keys]
-    if segment.writes_documents:
+    if segment.writes_documents and (segment.final or not delivered_only):
         paths.append(task_output(layout, segment, task_index))
     if segment.source is None:
         paths.append(layout.quarantine / part_name(task_index))
-    if segment.tail:
+    if segment.tail and not delivered_only:
         paths.append(collected_part(layout, segment.tail.key, task_index))
-    for path in paths:
+    return paths
+
+
+def _clear_task_outputs(layout: RunLayout, segment: Segment, task_index: int) -> None:
+    """A task that is redone starts from nothing, so no half-finished earlier attempt can mix in."""
+    for path in _task_outputs(layout, segment, task_index):
         path.unlink(missing_ok=True)
+
+
+def _upload_delivered(job: TaskJob, layout: RunLayout, segment: Segment) -> None:
+    """Upload what the task delivers to the run's object storage, before its marker: the driver's publication then
+    finds them there, recorded, and uploads only what the finishes wrote (so no single machine moves the data)."""
+    from refinery.pipelines.engine.publish import record_uploaded
+
+    files = [p for p in _task_outputs(layout, segment, job.task_index, delivered_only=True) if p.is_file()]
+    record_uploaded(layout, job.publish_to, files, f"segment-{job.segment}-task-{job.task_index:05d}")
 
 
 def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
@@ -352,5 +368,7 @@ def run_task(job: TaskJob, report: Callable[[int], None]) -> dict[str, Any]:
     # The worker's peak memory so far (Linux reports KiB): benchmarks read it to show memory stays flat.
     peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     marker = {"task": job.task_index, "kept": rows_out, "stats": stats, "worker_peak_rss_mb": peak_rss_mb}
+    if job.publish_to is not None:
+        _upload_delivered(job, layout, segment)
     write_json(marker_path, marker)
     return marker
