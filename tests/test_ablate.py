@@ -169,6 +169,7 @@ def test_word_vectors_train_on_the_same_words_of_every_recipe_and_are_scored_on_
     report = json.loads((out / "ablation.json").read_text(encoding="utf-8"))
     vectors = report["embeddings"]
     assert vectors["model"] == "skipgram" and vectors["dim"] == 16 and vectors["min_count"] == 1
+    assert vectors["epochs"] == 3
     sets = sorted(p.stem for p in (data_dir / "wordsim").glob("*.txt"))
     assert sorted(vectors["wordsim"]) == sets and len(sets) == 5
     for name, recipe in report["recipes"].items():
@@ -195,6 +196,12 @@ def test_word_vectors_train_on_the_same_words_of_every_recipe_and_are_scored_on_
     assert f"| {label} ↑ |" in table and "| EN-WS-353-ALL pairs known ↑ |" in table
     words = f"{vectors['words']:,}"
     assert re.search(rf"\| word vectors: training words \(vocabulary\) \| {words} \([\d,]+\) \| {words} ", table)
+
+
+def test_automatic_epochs_give_a_small_budget_more_passes():
+    from refinery.pipelines.commands.ablate_embeddings import auto_epochs
+
+    assert [auto_epochs(words) for words in (2_672, 242_937, 600_000, 2_000_000)] == [25, 25, 10, 5]
 
 
 def test_the_word_budget_is_the_smallest_recipes_training_words_taken_in_id_hash_order(finished):

@@ -92,7 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no word vectors (by default each recipe and seed also trains fastText skip-gram vectors "
                              "on an equal number of its words, scored on the word-similarity sets)")
     parser.add_argument("--embedding-dim", type=_positive, default=50, help="word vector size (default %(default)s)")
-    parser.add_argument("--embedding-epochs", type=_positive, default=5, help="default %(default)s")
+    parser.add_argument("--embedding-epochs", type=_positive, help="default: enough for about 6M words of training, "
+                        "5 to 25 (25 for the bundled pair's 243k words each)")
     parser.add_argument("--embedding-min-count", type=_positive, default=5,
                         help="rarer words get no vector: a pair with one is not a known pair (default %(default)s)")
     parser.add_argument("--embedding-words", type=_token_count, default=2_000_000, metavar="N",
@@ -352,7 +353,8 @@ def _report(args: argparse.Namespace, out: Path, runs: dict[str, Path], payload:
                                                args.validation_fraction, args.quiet)
         results, scores = ablate_embeddings.combine(results, vectors)
         columns, extra = columns + scores, ablate_embeddings.fact_rows(vectors)
-        payload["embeddings"] = {**wanted, "words": vectors[next(iter(runs))][seeds[0]]["words"],
+        first = vectors[next(iter(runs))][seeds[0]]
+        payload["embeddings"] = {**wanted, "epochs": first["epochs"], "words": first["words"],
                                  "scored_sets": ablate_embeddings.scored_sets(vectors)}
         for name, fact in payload["recipes"].items():
             fact["embeddings"] = {str(seed): vectors[name][seed] for seed in seeds}

@@ -7,7 +7,9 @@ The same budget for every recipe: the same number of words (word_vectors.words, 
 the smallest recipe's whole training split, at most --embedding-words. Each recipe's training documents (the split
 the proxy models train on: never a validation document) are taken in the order of a hash of their ids, the shared
 tokenizer's order, and the last one is cut at a word. So a larger recipe cannot win by size, and every seed trains
-on the very same words: seeds vary only fastText's initialisation and sampling.
+on the very same words: seeds vary only fastText's initialisation and sampling. Unless --embedding-epochs is given,
+the epochs are enough for about 6 M words of training (5 to 25): 5 epochs of the bundled pair's 243 k words left
+every ρ within 0.1 of 0, 25 reach 0.2-0.5, as larger corpora do in 5.
 
     OUT/embeddings/settings.json           what the vectors depend on; a rerun with others is refused
     OUT/embeddings/NAME/seed-S/skipgram.*  the vectors (`refinery embeddings query/analogy/eval` read the .bin)
@@ -17,6 +19,7 @@ on the very same words: seeds vary only fastText's initialisation and sampling.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -30,14 +33,23 @@ MODEL = "skipgram"
 # Character n-gram vectors. The .bin holds (vocabulary + bucket) × dim floats: 40 MB at dim 50, not fastText's 400 MB
 # with its 2,000,000; on all our English text 200,000 gave the same ρ to within 0.011 (docs/embeddings.md).
 BUCKET = 200_000
+TRAINED_WORDS = 6_000_000  # automatic epochs: about this many words of training (epochs × words), within
+EPOCHS = (5, 25)
 GROUP = "wordsim"  # where a combined result holds the scores (ablate_report.Metric.group)
 MEAN = "mean"
 
 
-def settings(dim: int, epochs: int, min_count: int, max_words: int, threads: int, sets_dir: Path) -> dict[str, Any]:
+def auto_epochs(words: int) -> int:
+    """Passes over `words` for about TRAINED_WORDS of training: a small corpus needs more for its vectors to
+    settle."""
+    return max(EPOCHS[0], min(EPOCHS[1], math.ceil(TRAINED_WORDS / max(words, 1))))
+
+
+def settings(dim: int, epochs: int | None, min_count: int, max_words: int, threads: int,
+             sets_dir: Path) -> dict[str, Any]:
     """Everything the vectors and their scores depend on, besides the runs and their split (the ablation's own
-    settings hold those)."""
-    return {"model": MODEL, "dim": dim, "epochs": epochs, "min_count": min_count, "bucket": BUCKET,
+    settings hold those, and so the words: "auto" epochs are a function of them)."""
+    return {"model": MODEL, "dim": dim, "epochs": epochs or "auto", "min_count": min_count, "bucket": BUCKET,
             "max_words": max_words, "threads": threads,
             "wordsim": {path.stem: hashlib.sha256(path.read_bytes()).hexdigest() for path in set_files(sets_dir)}}
 
@@ -89,17 +101,18 @@ def train_grid(folder: Path, runs: dict[str, Path], seeds: list[int], wanted: di
           f"{len(result_path) - len(todo)} done, {len(todo)} to train")
     if todo:
         texts, budget = budget_texts(runs, validation_fraction, wanted["max_words"])
-        print(f"word vectors train on {budget:,} words of each recipe's training documents")
+        epochs = auto_epochs(budget) if wanted["epochs"] == "auto" else wanted["epochs"]
+        print(f"word vectors train on {budget:,} words of each recipe's training documents, {epochs} epochs")
     bar = tqdm(total=len(result_path), initial=len(result_path) - len(todo), unit="model", desc="word vectors",
                disable=quiet)
     for name, seed in todo:
         bar.set_postfix_str(f"{name} seed {seed}")
         prefix = folder / name / f"seed-{seed}" / MODEL
-        model = train_embeddings(texts[name], prefix, model=MODEL, dim=wanted["dim"], epochs=wanted["epochs"],
+        model = train_embeddings(texts[name], prefix, model=MODEL, dim=wanted["dim"], epochs=epochs,
                                  min_count=wanted["min_count"], threads=wanted["threads"], seed=seed, bucket=BUCKET)
         facts = read_json(model_files(prefix)["json"])
         write_json(result_path[(name, seed)], {
-            "recipe": name, "seed": seed, "model": str(model), "words": facts["words"],
+            "recipe": name, "seed": seed, "model": str(model), "words": facts["words"], "epochs": epochs,
             "documents": facts["documents"], "vocabulary": facts["vocabulary"], "threads": facts["threads"],
             "seconds": facts["seconds"]["total"], "wordsim": evaluate_wordsim(model, sets_dir)})
         bar.update()
