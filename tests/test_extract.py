@@ -78,6 +78,24 @@ def test_every_mode_finds_the_main_text(page, evaldata, mode):
     assert all(snippet in kept.column("text")[0].as_py() for snippet in evaldata[name]["with"])
 
 
+def test_resiliparse_engine_finds_the_main_text_and_title_of_real_pages(page, evaldata, c4_texts):
+    names = [*ENGLISH_PAGES, GERMAN_PAGE]
+    docs = table([*(page(n) for n in names), c4_texts[0], head_only(page(ENGLISH_PAGES[0]))],
+                 ["text/html", "text/html; charset=utf-8", "application/xhtml+xml", "text/plain", "text/html"])
+    kept, removed, _ = Extract(ExtractConfig(engine="resiliparse")).process(docs)
+    assert kept.column("id").to_pylist() == ["doc-0", "doc-1", "doc-2", "doc-3"]
+    assert removed.column("reason").to_pylist() == ["extraction_empty"]  # a page cut after its </head>
+    for name, text in zip(names, kept.column("text").to_pylist()):
+        found = [snippet in text for snippet in evaldata[name]["with"]]
+        assert sum(found) >= 0.8 * len(found), name  # main text (its trade-off: more boilerplate, see the docs)
+        assert "<" not in text[:200], name
+    assert kept.column("text")[3].as_py() == c4_texts[0]  # not HTML: passed through as with trafilatura
+    titles = kept.column("title").to_pylist()
+    assert titles[0] is not None and evaldata[ENGLISH_PAGES[0]]["title"] in titles[0]
+    assert titles[3] is None
+    assert Extract(ExtractConfig(engine="resiliparse")).process(docs).kept.equals(kept)  # deterministic
+
+
 def test_rows_that_are_not_html_pass_unchanged(page, c4_texts):
     html = page(ENGLISH_PAGES[0])
     # WET text, HTML declared as plain text (the declared type wins), and C4 text without a content type.
@@ -165,6 +183,11 @@ def test_recipe_parameters_are_checked():
         parse_recipe("name: r\ninputs: [{path: x}]\nstages:\n  - extract: {mode: quick}\noutput: o\n", "r.yaml")
     with pytest.raises(RecipeError, match=r"r\.yaml:4: .*timeout"):
         parse_recipe("name: r\ninputs: [{path: x}]\nstages:\n  - extract: {timeout: 3}\noutput: o\n", "r.yaml")
+    with pytest.raises(RecipeError, match=r"r\.yaml:4: .*mode: trafilatura's options, not resiliparse's"):
+        parse_recipe("name: r\ninputs: [{path: x}]\nstages:\n  - extract: {engine: resiliparse, mode: fast}\n"
+                     "output: o\n", "r.yaml")
+    with pytest.raises(RecipeError, match=r"r\.yaml:4: .*engine"):
+        parse_recipe("name: r\ninputs: [{path: x}]\nstages:\n  - extract: {engine: justext}\noutput: o\n", "r.yaml")
 
 
 def test_recipe_run_in_worker_processes(tmp_path: Path, page, evaldata, c4_texts, write_recipe):

@@ -1,4 +1,4 @@
-"""Main text and title of HTML pages with trafilatura (map stage `extract`).
+"""Main text and title of HTML pages with trafilatura, or resiliparse (`engine:`) (map stage `extract`).
 
 Which rows are pages: those whose `content_type` is `text/html` or `application/xhtml+xml` (parameters such as
 `; charset=` are ignored). Rows without a content type (JSONL or Parquet inputs have no such column) count as
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
@@ -41,6 +41,12 @@ T = TypeVar("T")
 
 
 class ExtractConfig(StageConfig):
+    engine: Literal["trafilatura", "resiliparse"] = Field(
+        "trafilatura",
+        description="trafilatura (its modes below), or resiliparse's extract_plain_text with main_content (DCLM's "
+        "choice: about 10x faster, snippet F1 0.86 against 0.92-0.93, more boilerplate kept; needs the resiliparse "
+        "package; see docs/recipes.md)",
+    )
     mode: Literal["precision", "recall", "balanced", "fast"] = Field(
         "fast",
         description="trafilatura's trade-off: precision (favor_precision: less text, less boilerplate), recall "
@@ -55,6 +61,13 @@ class ExtractConfig(StageConfig):
         description="per page: a page whose extraction takes longer is removed with reason extraction_timeout "
         "(a guard against pathological pages, far above the ~20 ms of a typical page); null: no limit",
     )
+
+    @model_validator(mode="after")
+    def _trafilatura_options_need_trafilatura(self) -> ExtractConfig:
+        if self.engine != "trafilatura" and (given := sorted({"mode", "include_tables"} & self.model_fields_set)):
+            raise ValueError(f"{' and '.join(given)}: trafilatura's options, not {self.engine}'s "
+                             "(resiliparse always keeps table text)")
+        return self
 
 
 class ExtractionTimeout(BaseException):
@@ -142,6 +155,11 @@ class Extract(MapStage):
 
     def __init__(self, config: ExtractConfig, context: RunContext = DEFAULT_CONTEXT):
         super().__init__(config, context)
+        if config.engine == "resiliparse":
+            from refinery.pipelines.stages.web.engines import resiliparse_extractor
+
+            self.extract_page = resiliparse_extractor(config.include_comments)  # type: ignore[method-assign]
+            return
         from trafilatura.settings import Extractor
 
         from refinery.pipelines.stages.web.speedups import install
@@ -160,7 +178,7 @@ class Extract(MapStage):
         )
 
     def extract_page(self, html: str) -> tuple[str | None, str | None]:
-        """(main text, title) of one page; the HTML is parsed once for both."""
+        """(main text, title) of one page with trafilatura; the HTML is parsed once for both."""
         from trafilatura import extract
         from trafilatura.utils import load_html
 
