@@ -8,8 +8,8 @@ the smallest recipe's whole training split, at most --embedding-words. Each reci
 the proxy models train on: never a validation document) are taken in the order of a hash of their ids, the shared
 tokenizer's order, and the last one is cut at a word. So a larger recipe cannot win by size, and every seed trains
 on the very same words: seeds vary only fastText's initialisation and sampling. Unless --embedding-epochs is given,
-the epochs are enough for about 6 M words of training (5 to 25): 5 epochs of the bundled pair's 243 k words left
-every ρ within 0.1 of 0, 25 reach 0.2-0.5, as larger corpora do in 5.
+the epochs are enough for about 6 M words of training (5 to 25): on the bundled pair's 243 k words each, 5 epochs
+left the mean ρ near 0 (-0.02 raw, 0.06 refined), 25 gave 0.19 and 0.32 (docs/ablation.md).
 
     OUT/embeddings/settings.json           what the vectors depend on; a rerun with others is refused
     OUT/embeddings/NAME/seed-S/skipgram.*  the vectors (`refinery embeddings query/analogy/eval` read the .bin)
@@ -34,15 +34,15 @@ MODEL = "skipgram"
 # with its 2,000,000; on all our English text 200,000 gave the same ρ to within 0.011 (docs/embeddings.md).
 BUCKET = 200_000
 TRAINED_WORDS = 6_000_000  # automatic epochs: about this many words of training (epochs × words), within
-EPOCHS = (5, 25)
+EPOCHS = (5, 25)  # these bounds
 GROUP = "wordsim"  # where a combined result holds the scores (ablate_report.Metric.group)
 MEAN = "mean"
 
 
-def auto_epochs(words: int) -> int:
-    """Passes over `words` for about TRAINED_WORDS of training: a small corpus needs more for its vectors to
+def auto_epochs(count: int) -> int:
+    """Passes over `count` words for about TRAINED_WORDS of training: a small corpus needs more for its vectors to
     settle."""
-    return max(EPOCHS[0], min(EPOCHS[1], math.ceil(TRAINED_WORDS / max(words, 1))))
+    return max(EPOCHS[0], min(EPOCHS[1], math.ceil(TRAINED_WORDS / max(count, 1))))
 
 
 def settings(dim: int, epochs: int | None, min_count: int, max_words: int, threads: int,
