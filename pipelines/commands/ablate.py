@@ -10,7 +10,9 @@ t-test (FineWeb's and DCLM's method at small scale). Importing this module impor
     OUT/models/NAME/seed-S/   a proxy model (its train.log: what training printed)
     OUT/results/NAME/seed-S.json   its figures, written when it is done: a rerun trains only what has none
     OUT/settings.json    what the results depend on; a rerun with other settings is refused
+    OUT/embeddings/      word vectors per recipe and seed, on the same number of words of each (ablate_embeddings.py)
     OUT/ablation.json, ablation.md, ablation.png   every figure, the table and verdicts, the validation curves
+    OUT/runs/NAME/ablation.json, report.html       the table and verdicts for each run's report
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ DESCRIPTION = (
     "resumed), all kept documents are tokenized with one shared tokenizer, and one proxy GPT per recipe and seed "
     "trains on exactly --tokens tokens with the same configuration, then is evaluated on held-out sets that no "
     "recipe read (WikiText-2 test perplexity and bits per byte, a clean book, HellaSwag, ARC-Easy and PIQA acc_norm, "
-    "each recipe's validation split). Prints a table of means with 95% t-intervals over seeds and a verdict per "
-    "pair of recipes (paired t-test); writes OUT/ablation.json, ablation.md and ablation.png. Rerun the same command "
+    "each recipe's validation split). Word vectors (fastText skip-gram) trained on the same number of words of each "
+    "recipe are a second signal: Spearman's rho on word-similarity sets. Prints a table of means with 95% t-intervals "
+    "over seeds and a verdict per pair of recipes (paired t-test); writes OUT/ablation.json, ablation.md and "
+    "ablation.png, and each run's report with the ablation in it. Rerun the same command "
     "to resume: only models without a result train. Example: refinery ablate ablation --tokens 2M --seeds 3")
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # the data beside a checkout, as web.yaml's
