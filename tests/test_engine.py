@@ -194,3 +194,14 @@ def test_a_memory_budget_is_outside_the_fingerprint(data_dir, write_recipe):
     other = write_recipe(inputs, [{"minhash_dedup": {"ngram": 3}}], name="budget")
     with pytest.raises(RunError, match="--force"):
         run_recipe(load_recipe(other), workers=1, progress=False)
+
+
+def test_an_option_added_later_leaves_older_runs_resumable_at_its_default():
+    """extract's `engine` came after runs were made with trafilatura: at its default it is not in the fingerprint
+    (the stage's parameters are what they were before it existed), and another engine is."""
+    from refinery.pipelines.stages.extract import ExtractConfig
+
+    default, chosen = ExtractConfig(), ExtractConfig(engine="trafilatura")
+    assert "engine" not in default.fingerprinted() and default.fingerprinted() == chosen.fingerprinted()
+    assert default.fingerprinted() == default.model_dump(exclude={"engine"} | set(default.outside_fingerprint))
+    assert ExtractConfig(engine="resiliparse").fingerprinted()["engine"] == "resiliparse"

@@ -4,8 +4,8 @@ The run is built, resumed and locked in a local staging folder exactly as a loca
 (refinery.corpora.remote_folder.staging_folder: $REFINERY_STAGING or the user's cache; on a Ray cluster a folder
 every node sees), then published: every delivered file is uploaded (a task uploads the parts it delivers before
 its done-marker, recording them in work/published/; the driver uploads the rest), and the run's manifest.json,
-listing each file with its size, is written last. The remote folder is a complete run once that index exists, and it holds
-exactly the files the index lists (see RemoteFolder). Publishing again (a rerun, the report written after the
+listing each file with its size, is written last. The remote folder is a complete run once that index exists, and
+it holds exactly the files the index lists (see RemoteFolder). Publishing again (a rerun, the report written after the
 run) uploads only what changed since the last publication, and deletes only files an earlier index listed that
 the new one does not: a user's own objects under the prefix are never touched.
 

@@ -130,8 +130,7 @@ def _fingerprint(loaded: LoadedRecipe, inputs: list[dict[str, Any]], resources: 
     # stages: validated, below. A run without a limit keeps the fingerprint it had before limits existed.
     recipe = loaded.recipe.model_dump(exclude={"output", "name", "stages"} | ({"limit"} if loaded.recipe.limit is None
                                                                               else set()))
-    stages = [{"name": s.name, "config": s.config.model_dump(exclude=set(s.config.outside_fingerprint))}
-              for s in loaded.stages]
+    stages = [{"name": s.name, "config": s.config.fingerprinted()} for s in loaded.stages]
     blob = json.dumps({"recipe": recipe, "stages": stages, "inputs": inputs, "resources": resources},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

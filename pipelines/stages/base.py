@@ -28,6 +28,15 @@ class StageConfig(BaseModel):
     # Parameters that change how a stage works but never what it outputs (e.g. a memory budget): changing them
     # lets a run resume instead of asking for --force.
     outside_fingerprint: ClassVar[frozenset[str]] = frozenset()
+    # Parameters added after runs were made without them: left out of the fingerprint while at their default
+    # (which does what the stage did before), so those runs still resume after an upgrade.
+    fingerprinted_when_set: ClassVar[frozenset[str]] = frozenset()
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The parameters that decide the stage's output, as the run's fingerprint takes them."""
+        at_default = {name for name in self.fingerprinted_when_set
+                      if getattr(self, name) == type(self).model_fields[name].default}
+        return self.model_dump(exclude=set(self.outside_fingerprint) | at_default)
 
 
 class StageResult(NamedTuple):

@@ -41,6 +41,8 @@ T = TypeVar("T")
 
 
 class ExtractConfig(StageConfig):
+    fingerprinted_when_set = frozenset({"engine"})  # runs made before engines existed used trafilatura's
+
     engine: Literal["trafilatura", "resiliparse"] = Field(
         "trafilatura",
         description="trafilatura (its modes below), or resiliparse's extract_plain_text with main_content (DCLM's "
