@@ -53,7 +53,7 @@ class ExtractConfig(StageConfig):
         "fast",
         description="trafilatura's trade-off: precision (favor_precision: less text, less boilerplate), recall "
         "(favor_recall: more text), balanced (its default, with fallback extractors), fast (balanced without the "
-        "fallback extractors: 1.3x its speed, snippet F1 0.920 against 0.926; see docs/performance.md)",
+        "fallback extractors: 1.4x its speed, snippet F1 0.920 against 0.926; see docs/performance.md)",
     )
     include_tables: bool = Field(True, description="keep the text of <table> elements")
     include_comments: bool = Field(False, description="append the page's reader comments to its text")
@@ -61,7 +61,7 @@ class ExtractConfig(StageConfig):
         10.0,
         gt=0,
         description="per page: a page whose extraction takes longer is removed with reason extraction_timeout "
-        "(a guard against pathological pages, far above the ~20 ms of a typical page); null: no limit",
+        "(a guard against pathological pages, far above the ~15 ms of a typical page); null: no limit",
     )
 
     @model_validator(mode="after")

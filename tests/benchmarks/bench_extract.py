@@ -2,8 +2,9 @@
 """The extract stage: snippet precision/recall/F1 on trafilatura-eval and pages/s, per mode; optionally side by
 side with datatrove (WarcReader → Trafilatura) on the same WARC.
 
-    python tests/benchmarks/bench_extract.py [--modes fast,balanced,precision,recall] [--repeat 3]
-        [--workers 1,2] [--datatrove-python /tmp/dtvenv/bin/python] [--warc-repeat 3] [--work DIR]
+    python tests/benchmarks/bench_extract.py [--modes fast,balanced,precision,recall,resiliparse] [--repeat 3]
+        [--workers 1,2] [--datatrove-python /tmp/dtvenv/bin/python] [--warc-modes balanced,fast] [--warc-repeat 3]
+        [--identical] [--work DIR]
 
 Ground truth: `evaldata.json` of ../shared/data/extraction/trafilatura-eval names, per URL, a page file (in
 pages/ or cache/: 990 pages) and snippets that must (`with`) and must not (`without`) appear in the text.
@@ -12,33 +13,35 @@ negative; a `without` snippet found is a false positive, absent a true negative;
 all its `with` snippets. Two matchings: raw substring (upstream's comparison.py) and with whitespace runs
 collapsed on both sides (the datatrove baseline script reports both; its 0.914 is the latter).
 
-Throughput, per mode:
-  1 core      `Extract.process` in this process on one table of every page (bytes decoded as trafilatura does)
+Throughput, per mode (`resiliparse` stands for `extract: {engine: resiliparse}`):
+  1 core      `Extract.process` in this process on one table of every page (bytes decoded as trafilatura does):
+              CPU time, with the trafilatura speed-ups and, alternating, without (stock); the texts must match
   N workers   `refinery run --workers N` as a subprocess on a JSONL of {id, url, text: html} (no content_type
               column: the stage treats text starting with `<` as HTML), cut into 8 MB tasks; start-up included
 Side by side (with --datatrove-python): the WARC of make_bench_warc.py (--with-cache --repeat R --shards 2, as
 the datatrove baseline builds it) through `refinery run` (warc → extract) and through datatrove 0.10's
-WarcReader → Trafilatura() → JsonlWriter (tasks=2, workers=2), one after the other, rounds alternating;
-F1 on copy 0 of each page. Machines are noisy: compare medians and ratios, never a lone absolute time.
+WarcReader → Trafilatura() → JsonlWriter (tasks=2, workers=2), one after the other, the order rotating by
+round, the load average recorded after each run; F1 on copy 0 of each page. Machines are noisy: compare
+medians and ratios, never a lone absolute time.
+--identical: every page of the bench WARC, read by Refinery's reader, through every trafilatura mode with and
+without the speed-ups (pipelines/stages/web/speedups.py): texts, titles and removals must be byte-identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import pyarrow.parquet as pq
 from trafilatura.utils import decode_file
@@ -46,11 +49,27 @@ from trafilatura.utils import decode_file
 from refinery.corpora.records import document_table
 from refinery.pipelines.stages.extract import Extract, ExtractConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from process_cpu import Timed, run_timed  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 EVAL = SHARED / "data" / "extraction" / "trafilatura-eval"
 MAKE_WARC = SHARED / "bench" / "make_bench_warc.py"
 MODES = ["fast", "balanced", "precision", "recall"]
+ENGINES = ["resiliparse"]  # named in --modes / --warc-modes like a mode: `extract: {engine: resiliparse}`
+
+
+def stage_config(mode: str) -> ExtractConfig:
+    return ExtractConfig(engine=mode) if mode in ENGINES else ExtractConfig(mode=mode)
+
+
+def recipe_stage(mode: str) -> str:
+    return f"extract: {{engine: {mode}}}" if mode in ENGINES else f"extract: {{mode: {mode}}}"
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 DATATROVE_CHILD = """
 import json, sys, time
@@ -107,14 +126,18 @@ def score(pages: list[EvalPage], texts: dict[str, str]) -> dict[str, dict[str, f
     return results
 
 
-def in_process(pages: list[EvalPage], mode: str) -> tuple[float, dict[str, str], int]:
-    """(seconds, url → text, pages removed) for one pass of the stage over every page, in this process."""
+def in_process(pages: list[EvalPage], mode: str, stock: bool = False) -> tuple[float, dict[str, str], int]:
+    """(CPU seconds, url → text, pages removed) for one pass of the stage over every page, in this process;
+    `stock`: with trafilatura as released (its speed-ups uninstalled for the pass)."""
+    from refinery.pipelines.stages.web import speedups
+
     table = document_table([f"page-{i}" for i in range(len(pages))], [p.html for p in pages], "trafilatura-eval",
                            [p.url for p in pages])
-    stage = Extract(ExtractConfig(mode=mode))
-    started = time.perf_counter()
-    kept, removed, _ = stage.process(table)
-    elapsed = time.perf_counter() - started
+    stage = Extract(stage_config(mode))
+    with speedups.stock_trafilatura() if stock else contextlib.nullcontext():
+        started = time.process_time()
+        kept, removed, _ = stage.process(table)
+        elapsed = time.process_time() - started
     return elapsed, dict(zip(kept.column("url").to_pylist(), kept.column("text").to_pylist())), removed.num_rows
 
 
@@ -122,7 +145,7 @@ def write_recipe(path: Path, inputs: list[str], mode: str, output: Path, fmt: st
     lines = [f"name: bench-extract-{mode}", "inputs:"]
     for item in inputs:
         lines += [f"  - path: {item}"] + ([f"    format: {fmt}"] if fmt else [])
-    lines += ["stages:", f"  - extract: {{mode: {mode}}}", "task_size: 8MB", f"output: {output}"]
+    lines += ["stages:", f"  - {recipe_stage(mode)}", "task_size: 8MB", f"output: {output}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -130,61 +153,6 @@ def refinery_command() -> list[str]:
     # The console script of this interpreter (a version manager's shim on PATH would add its own start-up).
     beside = Path(sys.executable).parent / "refinery"
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "refinery.pipelines"]
-
-
-class Timed(NamedTuple):
-    seconds: float  # wall clock of the whole process: interpreter start-up and worker start included
-    cpu_seconds: float  # user + system time of the process and all its descendants
-    stdout: str
-
-
-class TreeCpu(threading.Thread):
-    """CPU time of a process tree, sampled from /proc every 0.25 s. getrusage cannot see it: the engine's
-    workers are children of a fork server that nobody waits for. Other users' load inflates wall clocks
-    on a shared machine far more than CPU time, so pages per CPU second is the steadier comparison."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.root, self.ticks, self.halt = pid, {}, threading.Event()
-
-    def sample(self) -> None:
-        ticks, children = {}, defaultdict(list)
-        for entry in os.listdir("/proc"):
-            try:
-                # after the ")" that ends the command name: state, ppid, ... utime (12th), stime (13th)
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks[int(entry)] = int(fields[11]) + int(fields[12])
-                children[int(fields[1])].append(int(entry))
-            except (ValueError, OSError, IndexError):
-                continue
-        frontier = [self.root]
-        while frontier:
-            pid = frontier.pop()
-            if pid in ticks:
-                self.ticks[pid] = max(self.ticks.get(pid, 0), ticks[pid])
-            frontier += children.get(pid, [])
-
-    def run(self) -> None:
-        while not self.halt.wait(0.25):
-            self.sample()
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
-
-
-def run_timed(command: list[str]) -> Timed:
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cpu = TreeCpu(process.pid)
-    cpu.start()
-    stdout, stderr = process.communicate()
-    elapsed = time.perf_counter() - started
-    cpu.halt.set()
-    cpu.join()
-    if process.returncode:
-        raise SystemExit(f"{command[:3]} failed ({process.returncode}):\n{stderr[-3000:]}")
-    return Timed(elapsed, cpu.seconds, stdout)
 
 
 def run_refinery(recipe: Path, workers: int) -> Timed:
@@ -215,9 +183,15 @@ def bench_modes(pages: list[EvalPage], args: argparse.Namespace) -> dict:
         order = args.modes[round_ % len(args.modes):] + args.modes[: round_ % len(args.modes)]
         for mode in order:
             res = results[mode]
-            seconds, texts, res["removed"] = in_process(pages, mode)
-            res["in_process_s"].append(seconds)
-            res["quality"] = score(pages, texts)
+            variants = [False] if mode in ENGINES else [False, True] if round_ % 2 == 0 else [True, False]
+            for stock in variants:  # stock: trafilatura as released, alternating first and second by round
+                seconds, texts, res["removed"] = in_process(pages, mode, stock)
+                res["stock_in_process_s" if stock else "in_process_s"].append(seconds)
+                if stock:
+                    assert texts == res["texts"], f"{mode}: the speed-ups changed the text"
+                else:
+                    res["texts"] = texts
+            res["quality"] = score(pages, res["texts"])
             recipe, run_dir = args.work / f"jsonl-{mode}.yaml", args.work / "runs" / f"jsonl-{mode}"
             write_recipe(recipe, [str(jsonl)], mode, run_dir)
             for workers in args.workers:
@@ -225,22 +199,30 @@ def bench_modes(pages: list[EvalPage], args: argparse.Namespace) -> dict:
                 res[f"workers_{workers}_s"].append(run.seconds)
                 res[f"workers_{workers}_cpu_s"].append(run.cpu_seconds)
                 assert score(pages, refinery_texts(run_dir)) == res["quality"], "the engine and the stage disagree"
-            print(f"  round {round_ + 1} {mode:<9} in-process {seconds:6.1f} s, " + ", ".join(
+            stock_s = f" (stock {res['stock_in_process_s'][-1]:.1f})" if res["stock_in_process_s"] else ""
+            print(f"  round {round_ + 1} {mode:<11} in-process CPU {res['in_process_s'][-1]:5.1f} s{stock_s}, "
+                  + ", ".join(
                 f"{w} workers {res[f'workers_{w}_s'][-1]:6.1f} s (CPU {res[f'workers_{w}_cpu_s'][-1]:5.1f} s)"
-                for w in args.workers), flush=True)
+                for w in args.workers) + f", load {load()}", flush=True)
 
-    print(f"\n{len(pages)} pages. P/R/F1 with whitespace collapsed; medians of {args.repeat} rounds of pages/s and, "
-          "in brackets, pages per CPU second of the whole run")
-    print(f"{'mode':<10} {'precision recall F1':<36} {'1 core':>7} " + " ".join(f"{f'{w} workers':>16}"
-                                                                          for w in args.workers))
+    print(f"\n{len(pages)} pages. P/R/F1 with whitespace collapsed; medians of {args.repeat} rounds: 1 core = pages "
+          "per CPU second of Extract.process in this process (stock trafilatura -> with the speed-ups); N workers = "
+          "pages/s of `refinery run` and, in brackets, pages per CPU second of the whole run")
+    print(f"{'mode':<12} {'precision recall F1':<36} {'1 core':>14} " + " ".join(f"{f'{w} workers':>16}"
+                                                                                for w in args.workers))
     for mode, res in results.items():
+        res.pop("texts")
         res["pages_per_s"] = {"in_process": len(pages) / statistics.median(res["in_process_s"])}
+        one_core = f"{res['pages_per_s']['in_process']:.1f}"
+        if res["stock_in_process_s"]:
+            res["pages_per_s"]["stock_in_process"] = len(pages) / statistics.median(res["stock_in_process_s"])
+            one_core = f"{res['pages_per_s']['stock_in_process']:.1f} -> {one_core}"
         cells = []
         for w in args.workers:
             rate, per_cpu = (len(pages) / statistics.median(res[f"workers_{w}{unit}"]) for unit in ("_s", "_cpu_s"))
             res["pages_per_s"][f"workers_{w}"], res["pages_per_s"][f"workers_{w}_per_cpu_s"] = rate, per_cpu
             cells.append(f"{rate:7.1f} ({per_cpu:5.1f})")
-        print(f"{mode:<10} {fmt_quality(res['quality']):<36} {res['pages_per_s']['in_process']:7.1f} "
+        print(f"{mode:<12} {fmt_quality(res['quality']):<36} {one_core:>14} "
               + " ".join(f"{cell:>16}" for cell in cells))
     return results
 
@@ -258,45 +240,58 @@ def datatrove_texts(out_dir: Path, original_url) -> dict[str, str]:
 
 
 def bench_warc(pages: list[EvalPage], args: argparse.Namespace) -> dict:
-    """refinery (warc → extract, 2 workers) and datatrove (tasks=2, workers=2) on the same WARC files."""
+    """refinery (warc → extract, 2 workers) in each of --warc-modes and datatrove (tasks=2, workers=2) on the same
+    WARC files, one after the other, the order rotating by round; ratios to datatrove of medians and per round."""
     sys.path.insert(0, str(MAKE_WARC.parent))
     from make_bench_warc import original_url, warc_url
 
     warc_dir, records = build_warc(args, args.warc_repeat)
     by_warc_url = {warc_url(p.url): p for p in pages}
     scored = [EvalPage(warc_url(p.url), "", p.with_snippets, p.without_snippets) for p in by_warc_url.values()]
-    recipe, run_dir = args.work / "warc.yaml", args.work / "runs" / "warc"
-    write_recipe(recipe, [str(warc_dir / "*.warc.gz")], args.warc_mode, run_dir, fmt="warc")
+    recipes = {}
+    for mode in args.warc_modes:
+        recipe, run_dir = args.work / f"warc-{mode}.yaml", args.work / "runs" / f"warc-{mode}"
+        write_recipe(recipe, [str(warc_dir / "*.warc.gz")], mode, run_dir, fmt="warc")
+        recipes[f"refinery {mode}"] = (recipe, run_dir)
     dt_out, dt_logs = args.work / "datatrove-out", args.work / "datatrove-logs"
-    runs: dict[str, list[Timed]] = {"refinery": [], "datatrove": []}
+    names = [*recipes, "datatrove"]
+    runs: dict[str, list[Timed]] = {name: [] for name in names}
+    loads: list[str] = []
     for round_ in range(args.repeat):
-        for name in (["refinery", "datatrove"] if round_ % 2 == 0 else ["datatrove", "refinery"]):
-            if name == "refinery":
-                runs["refinery"].append(run_refinery(recipe, 2))
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+            if name in recipes:
+                runs[name].append(run_refinery(recipes[name][0], 2))
             else:
                 for folder in (dt_out, dt_logs):
                     shutil.rmtree(folder, ignore_errors=True)
                 runs["datatrove"].append(run_timed([args.datatrove_python, "-c", DATATROVE_CHILD, str(warc_dir),
                                                     str(dt_out), str(dt_logs)]))
             last = runs[name][-1]
-            print(f"  round {round_ + 1} {name:<9} {last.seconds:6.1f} s, CPU {last.cpu_seconds:6.1f} s", flush=True)
-    ours = {original_url(u)[0]: t for u, t in refinery_texts(run_dir).items() if original_url(u)[1] == 0}
-    quality = {"refinery": score(scored, ours), "datatrove": score(scored, datatrove_texts(dt_out, original_url))}
+            loads.append(load())
+            print(f"  round {round_ + 1} {name:<22} {last.seconds:6.1f} s, CPU {last.cpu_seconds:6.1f} s, load "
+                  f"{loads[-1]}", flush=True)
+    quality = {name: score(scored, {original_url(u)[0]: t for u, t in refinery_texts(run_dir).items()
+                                    if original_url(u)[1] == 0}) for name, (_, run_dir) in recipes.items()}
+    quality["datatrove"] = score(scored, datatrove_texts(dt_out, original_url))
     rate = {name: records / statistics.median(r.seconds for r in rs) for name, rs in runs.items()}
     per_cpu = {name: records / statistics.median(r.cpu_seconds for r in rs) for name, rs in runs.items()}
     executor_s = statistics.median(json.loads(r.stdout.strip().splitlines()[-1])["run_s"] for r in runs["datatrove"])
-    round_ratios = [d.seconds / r.seconds for r, d in zip(runs["refinery"], runs["datatrove"])]
     print(f"\nWARC: {records} records ({len(scored)} scored pages), 2 workers, medians of {args.repeat} rounds; "
-          "whole processes (start-up included)")
-    print(f"refinery  (extract mode {args.warc_mode}): {rate['refinery']:.1f} pages/s, {per_cpu['refinery']:.1f} "
-          f"pages per CPU s, P/R/F1 {fmt_quality(quality['refinery'])}")
+          f"whole processes (start-up included); load average (1/5/15 min) after each run: {', '.join(loads)}")
     print(f"datatrove (Trafilatura()): {rate['datatrove']:.1f} pages/s ({records / executor_s:.1f} in "
           f"executor.run()), {per_cpu['datatrove']:.1f} pages per CPU s, P/R/F1 {fmt_quality(quality['datatrove'])}")
-    print(f"refinery / datatrove: {rate['refinery'] / rate['datatrove']:.2f}x pages/s (per round: "
-          f"{', '.join(f'{x:.2f}' for x in round_ratios)}), {per_cpu['refinery'] / per_cpu['datatrove']:.2f}x "
-          "pages per CPU s; target >= 1.5x")
+    ratios = {}
+    for name in recipes:
+        per_round = [d.seconds / r.seconds for r, d in zip(runs[name], runs["datatrove"])]
+        cpu_round = [d.cpu_seconds / r.cpu_seconds for r, d in zip(runs[name], runs["datatrove"])]
+        ratios[name] = {"pages_per_s": rate[name] / rate["datatrove"], "per_round": per_round,
+                        "pages_per_cpu_s": per_cpu[name] / per_cpu["datatrove"], "cpu_per_round": cpu_round}
+        print(f"{name:<22}: {rate[name]:.1f} pages/s, {per_cpu[name]:.1f} pages per CPU s, P/R/F1 "
+              f"{fmt_quality(quality[name])}; vs datatrove {ratios[name]['pages_per_s']:.2f}x pages/s (rounds "
+              f"{', '.join(f'{x:.2f}' for x in per_round)}), {ratios[name]['pages_per_cpu_s']:.2f}x pages per CPU s "
+              f"(rounds {', '.join(f'{x:.2f}' for x in cpu_round)}); target >= 2x")
     return {"records": records, "runs": {name: [r._replace(stdout="") for r in rs] for name, rs in runs.items()},
-            "pages_per_s": rate, "pages_per_cpu_s": per_cpu, "quality": quality}
+            "loads": loads, "pages_per_s": rate, "pages_per_cpu_s": per_cpu, "quality": quality, "ratios": ratios}
 
 
 def build_warc(args: argparse.Namespace, repeat: int) -> tuple[Path, int]:
@@ -320,7 +315,7 @@ def check_identical(args: argparse.Namespace) -> dict:
     tables = [batch.documents for path in sorted(warc_dir.glob("*.warc.gz"))
               for batch in WarcReader().read(ReadTask("warc", str(path), path.name))]
     results = {}
-    for mode in args.modes:
+    for mode in [m for m in args.modes if m not in ENGINES]:
         stage = Extract(ExtractConfig(mode=mode))
         outputs, seconds = {}, {}
         for name in ("stock", "speedups"):
@@ -354,7 +349,8 @@ def main() -> int:
     parser.add_argument("--skip-modes", action="store_true", help="only the WARC side by side")
     parser.add_argument("--datatrove-python", help="python of a venv with datatrove: run the WARC side by side")
     parser.add_argument("--warc-repeat", type=int, default=3, help="copies of every page in the WARC (default 3)")
-    parser.add_argument("--warc-mode", default="fast", choices=MODES, help="extract mode in the side by side")
+    parser.add_argument("--warc-modes", default="balanced,fast",
+                        help="comma-separated extract modes (or engines) of refinery in the side by side")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     parser.add_argument("--identical", action="store_true",
                         help="check that every page of the bench WARC extracts byte-identically with and without "
@@ -364,8 +360,9 @@ def main() -> int:
     args = parser.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
     args.workers = [int(w) for w in args.workers.split(",") if w]
-    if unknown := set(args.modes) - set(MODES):
-        parser.error(f"unknown modes {sorted(unknown)}: use {MODES}")
+    args.warc_modes = [m for m in args.warc_modes.split(",") if m]
+    if unknown := set(args.modes + args.warc_modes) - set(MODES + ENGINES):
+        parser.error(f"unknown modes {sorted(unknown)}: use {MODES + ENGINES}")
     args.work.mkdir(parents=True, exist_ok=True)
 
     pages = load_pages(args.data)
