@@ -183,6 +183,7 @@ def html_class_lookup() -> etree.ElementNamespaceClassLookup:
 
 # What install() replaced, to put back: (module, attribute, index) -> the XPath.
 ORIGINALS: dict[tuple[str, str, int | None], etree.XPath] = {}
+_LOOKUP_SET: list[bool] = [False]  # the parser's lookup is set once, not again under a page being parsed
 
 
 def _put(module_name: str, attribute: str, index: int | None, value: object) -> None:
@@ -209,7 +210,9 @@ def install() -> list[str]:
             swapped.append(name)
     utils = importlib.import_module("trafilatura.utils")
     if isinstance(utils.HTML_PARSER, lxml_html.HTMLParser):
-        utils.HTML_PARSER.set_element_class_lookup(html_class_lookup())
+        if not _LOOKUP_SET[0]:
+            utils.HTML_PARSER.set_element_class_lookup(html_class_lookup())
+            _LOOKUP_SET[0] = True
         swapped.append("HTML_PARSER lookup")
     return swapped
 
@@ -222,6 +225,7 @@ def uninstall() -> None:
     utils = importlib.import_module("trafilatura.utils")
     if isinstance(utils.HTML_PARSER, lxml_html.HTMLParser):
         utils.HTML_PARSER.set_element_class_lookup(lxml_html.HtmlElementClassLookup())
+        _LOOKUP_SET[0] = False
 
 
 @contextmanager
