@@ -46,8 +46,8 @@ class ExtractConfig(StageConfig):
     engine: Literal["trafilatura", "resiliparse"] = Field(
         "trafilatura",
         description="trafilatura (its modes below), or resiliparse's extract_plain_text with main_content (DCLM's "
-        "choice: about 10x faster, snippet F1 0.86 against 0.92-0.93, more boilerplate kept; needs the resiliparse "
-        "package; see docs/recipes.md)",
+        "choice: 8-11x faster per page, snippet F1 0.86 against 0.92-0.93, more boilerplate kept; needs the "
+        "resiliparse package; see docs/recipes.md)",
     )
     mode: Literal["precision", "recall", "balanced", "fast"] = Field(
         "fast",
