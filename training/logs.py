@@ -53,9 +53,16 @@ class TrainingLog:
         axes.set_ylabel("loss (nats per token)")
         axes.grid(alpha=0.3)
         axes.legend()
+        save_png(figure, self.plot_path)
+
+
+def save_png(figure: Any, path: Path) -> None:
+    """Lay out a matplotlib figure, write it as a PNG atomically, and close it (whatever happens)."""
+    import matplotlib.pyplot as plt
+
+    try:
         figure.tight_layout()
-        try:
-            with atomic_path(self.plot_path) as tmp:
-                figure.savefig(tmp, dpi=110, format="png")  # the temp name has no .png for matplotlib to go by
-        finally:
-            plt.close(figure)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=110, format="png")  # the temp name has no .png for matplotlib to go by
+    finally:
+        plt.close(figure)

@@ -9,7 +9,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from refinery.corpora.atomic import atomic_path, write_json, write_text
+from refinery.corpora.atomic import write_json, write_text
 from refinery.pipelines.commands.ablate_stats import Interval, interval, paired_test
 from refinery.pipelines.engine.layout import RunLayout
 
@@ -148,12 +148,9 @@ def plot_curves(results: Results, seeds: list[int], path: Path) -> None:
         panel.set_ylabel("validation loss (nats per token)")
         panel.grid(alpha=0.3)
         panel.legend()
-    figure.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(figure)
+    from refinery.training.logs import save_png  # no torch: the training log's own plotting
+
+    save_png(figure, path)
 
 
 def write_report(out: Path, payload: dict[str, Any], results: Results, seeds: list[int], columns: list[Metric],
