@@ -1,10 +1,11 @@
 """What a CPU training run pays besides its steps: AdamW without torch._dynamo (the same weights as torch's, to the
-last bit) and loss.png drawn once at the end rather than at every validation
+last bit), loss.png drawn once at the end rather than at every validation, and torch threads chosen by model size
 (docs/performance.md, "Training: fixed costs" has the figures)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,9 +14,11 @@ import torch
 
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import run_recipe
+from refinery.training.config import TrainConfig
 from refinery.training.logs import TrainingLog
-from refinery.training.model import GPT, GPTConfig
+from refinery.training.model import GPT, GPT_PRESETS, LSTM, GPTConfig, LSTMConfig
 from refinery.training.optim import PlainAdamW
+from refinery.training.train import cpu_threads, train
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +82,38 @@ def test_a_cpu_run_imports_no_dynamo_and_draws_its_plot_once(tokens, tmp_path):
     assert (tmp_path / "m/loss.png").read_bytes()[:4] == b"\x89PNG"
     assert [r["step"] for r in TrainingLog(tmp_path / "m", resume_step=6).records() if r["kind"] == "val"] == \
         [0, 2, 4, 6]
+
+
+def test_auto_threads_are_one_for_small_models_and_torchs_own_for_larger(monkeypatch):
+    tiny = GPT(GPTConfig(vocab_size=2000, block_size=64, **GPT_PRESETS["tiny"]))
+    small = GPT(GPTConfig(vocab_size=2000, block_size=64, **GPT_PRESETS["small"]))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads("auto", tiny) == 1 and cpu_threads("auto", LSTM(LSTMConfig(vocab_size=2000))) == 1
+    assert cpu_threads("auto", small) is None  # 10.6 M non-embedding parameters: a thread per core
+    assert cpu_threads(3, tiny) == 3 and cpu_threads(None, tiny) is None  # set, or torch's setting left alone
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cpu_threads("auto", tiny) is None  # the user's environment decides
+
+
+def test_train_uses_its_threads_and_gives_the_callers_back(tokens, tmp_path):
+    seen = []
+    config = TrainConfig(data=[str(tokens)], out=str(tmp_path / "m"), seq_len=32, batch_size=4, max_steps=2,
+                         eval_interval=0, eval_batches=1, checkpoint_interval=0, device="cpu", threads=1)
+    before = torch.get_num_threads()
+    original = torch.nn.utils.clip_grad_norm_
+    try:
+        torch.nn.utils.clip_grad_norm_ = lambda *a, **k: (seen.append(torch.get_num_threads()), original(*a, **k))[1]
+        train(config, progress=False)
+    finally:
+        torch.nn.utils.clip_grad_norm_ = original
+    assert seen == [1, 1] and torch.get_num_threads() == before
+
+
+def test_refinery_train_defaults_to_auto_threads(tokens, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-m", "refinery.pipelines", "train", "--data", str(tokens), "--out",
+                           str(tmp_path / "m"), "--max-steps", "2", "--seq-len", "32", "--device", "cpu", "-q"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    start = json.loads((tmp_path / "m/log.jsonl").read_text().splitlines()[0])
+    assert start["config"]["threads"] == "auto"

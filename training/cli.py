@@ -43,12 +43,16 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--lr", "lr", dict(type=float, help="peak learning rate")),
     ("--device", "device", dict(help="auto (cuda when present, else cpu), cpu, cuda, cuda:1, mps")),
     ("--seed", "seed", dict(type=int, metavar="N", help="seeds the initial weights, the batches drawn and dropout")),
+    ("--threads", "threads", dict(type=lambda v: v if v == "auto" else int(v), metavar="N",
+                                  help="torch threads on the CPU, or auto")),
 ]
 # What an option is when neither the config file nor a flag sets it, where its default (None) means something.
 DEFAULT_IN_WORDS = {"data": "none: required, here or in the config file", "out": "none: required, here or in the "
                     "config file", "data_weights": "equal weights", "init": "none: a new model",
                     "resume": "none: a new run", "settings": "none", "config": "none: the flags alone",
-                    "quiet": "off: a progress bar is drawn"}
+                    "quiet": "off: a progress bar is drawn",
+                    "threads": "auto: 1 for a model under 1,000,000 non-embedding parameters (the tiny presets), "
+                               "else torch's own, a thread per core; OMP_NUM_THREADS, when set, decides instead"}
 
 
 class _ConfigDefaultsFormatter(argparse.HelpFormatter):
@@ -132,6 +136,8 @@ def run_train(args: argparse.Namespace) -> int:
     out = overrides.get("out")
     try:
         config = load_train_config(args.config, overrides, given_as)
+        if config.threads is None:  # the command's default; train() in Python leaves torch's threads alone
+            config = config.model_copy(update={"threads": "auto"})
         out = config.out
         if any(is_remote(folder) for folder in config.data):  # shards are memory-mapped: read from local disk
             staged = [local_or_staged(folder, of_run=TokenLayout.RUN_FOLDER) for folder in config.data]

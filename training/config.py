@@ -28,6 +28,9 @@ from refinery.training.model_options import MODEL_OPTIONS, GPTConfig, LSTMConfig
 PATH_FIELDS = ("data", "out", "init", "resume")
 WARMUP_FRACTION_INVERSE = 10  # default warmup: a tenth of max_steps (the old fixed 100 for the default 1,000)...
 MAX_DEFAULT_WARMUP = 100  # ...and never more than 100 steps, as before, however long the run
+# threads: auto trains a model below this many non-embedding parameters on one thread: its operations are too small
+# to share, and on a busy 2-core box a second thread made the tiny GPT 7x slower (docs/performance.md)
+SINGLE_THREAD_BELOW = 1_000_000
 
 
 class ConfigError(ValueError):
@@ -71,6 +74,10 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto (cuda when present), cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bfloat16 autocast on GPU")
     compile: bool | Literal["auto"] = Field("auto", description="torch.compile (auto: on GPU)")
+    threads: int | Literal["auto"] | None = Field(None, description=(
+        "torch threads on the CPU: a number; auto (what `refinery train` uses unless set): 1 for a model under "
+        f"{SINGLE_THREAD_BELOW:,} non-embedding parameters, else torch's own; unset: torch's own (a thread per "
+        "core, or OMP_NUM_THREADS)"))
 
     @field_validator("data", "data_weights", mode="before")
     @classmethod
@@ -90,6 +97,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"warmup_steps {self.warmup_steps} is longer than max_steps {self.max_steps}: lower it "
                              f"(--set warmup_steps={self.max_steps // WARMUP_FRACTION_INVERSE}) or leave it out (the "
                              f"default is max_steps / {WARMUP_FRACTION_INVERSE}, at most {MAX_DEFAULT_WARMUP})")
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 or auto, not {self.threads}")
         if self.init and {"model", "size", "model_args"} & self.model_fields_set:
             raise ValueError("init takes the model from the checkpoint: remove model, size and model_args")
         presets = MODEL_OPTIONS[self.model][1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -29,7 +30,7 @@ from refinery.training.checkpoint import (
     resume_folder,
     save_checkpoint,
 )
-from refinery.training.config import ConfigError, TrainConfig, model_config_for
+from refinery.training.config import SINGLE_THREAD_BELOW, ConfigError, TrainConfig, model_config_for
 from refinery.training.data import TrainingData
 from refinery.training.ddp import Distributed, all_gather_floats, all_reduce_mean, init_distributed, shutdown
 from refinery.training.logs import TrainingLog
@@ -69,6 +70,16 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     if device.type == "cpu":
         return PlainAdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2))
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=device.type == "cuda")
+
+
+def cpu_threads(setting: int | str | None, model: torch.nn.Module) -> int | None:
+    """The torch threads of a CPU run: the number set; for `auto`, 1 for a model under SINGLE_THREAD_BELOW
+    non-embedding parameters unless OMP_NUM_THREADS is set; None: leave torch's setting as it is."""
+    if setting != "auto":
+        return setting
+    vocab = model.config.vocab_size  # the embedding and output matrices have a row per token
+    small = sum(p.numel() for p in model.parameters() if p.shape[0] != vocab) < SINGLE_THREAD_BELOW
+    return 1 if small and "OMP_NUM_THREADS" not in os.environ else None
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -131,7 +142,11 @@ def _to_device(batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor,
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train as the config says (under torchrun: this process's part); rank 0 writes checkpoints and logs."""
     env = init_distributed(config.device)
-    result = _train(config, env, progress)  # on an error, leave the group alone: torchrun stops the others
+    threads = torch.get_num_threads()
+    try:
+        result = _train(config, env, progress)  # on an error, leave the group alone: torchrun stops the others
+    finally:
+        torch.set_num_threads(threads)  # as the caller had it
     gc.collect()  # DDP's reference cycles: no gloo work may outlive the process group into interpreter exit
     shutdown(env)
     return result
@@ -147,6 +162,8 @@ def _train(config: TrainConfig, env: Distributed, progress: bool) -> TrainResult
     data = TrainingData(config.data, config.weights, config.seq_len, config.seed, env.rank, env.world_size)
     model_config = _model_config(config, data, resume_from)
     model, optimizer, start_step = _prepare(config, model_config, env, resume_from)
+    if env.device.type == "cpu" and (threads := cpu_threads(config.threads, model)):
+        torch.set_num_threads(threads)
 
     on_gpu = env.device.type == "cuda"
     bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and on_gpu and torch.cuda.is_bf16_supported())
