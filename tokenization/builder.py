@@ -9,7 +9,6 @@ which the tokenize stage runs as parallel tasks).
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from tokenizers import Tokenizer
 from refinery.corpora.atomic import atomic_path, commit, temp_name, write_json
 from refinery.tokenization.chat import loss_mask
 from refinery.tokenization.shard_steps import STEPS, ShardJob, parts, run_part, starts_new_shard
-from refinery.tokenization.shards import FORMAT_VERSION, INDEX_SCHEMA, TokenLayout, dtype_for, shard_name
+from refinery.tokenization.shards import INDEX_SCHEMA, TokenLayout, dtype_for, shard_name, split_meta, unit_hash
 
 
 def encoded_schema(vocab_size: int, with_mask: bool = False) -> pa.Schema:
@@ -58,12 +57,6 @@ def encode_documents(tokenizer: Tokenizer, docs: pa.Table, eos_id: int) -> pa.Ta
     return pa.table(columns, schema=schema)
 
 
-def unit_hash(*parts: object) -> float:
-    """A uniform number in [0, 1) from the parts, the same on every machine (BLAKE2b)."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64
-
-
 @dataclass
 class SplitPlan:
     """How documents become shard sets: held-out fraction, per-source weights, shuffle seed, shard size."""
@@ -96,22 +89,6 @@ def write_token_splits(
         for part in range(parts(step, job)):
             summary = run_part(step, part, job, tokenizer) or summary
     return summary
-
-
-def split_meta(meta: dict[str, Any], dtype: np.dtype, with_mask: bool, documents: int, shards: list[int],
-               tokens_per_source: Counter[str]) -> dict[str, Any]:
-    """A split's meta.json: `meta` (tokenizer, split, mixing) and what its shards hold."""
-    return {
-        **meta,
-        "format_version": FORMAT_VERSION,
-        "dtype": dtype.name,
-        "byteorder": "little",
-        "has_mask": with_mask,
-        "documents": documents,
-        "tokens": int(sum(shards)),
-        "shards": [{"name": shard_name(i), "tokens": n} for i, n in enumerate(shards)],
-        "tokens_per_source": dict(sorted(tokens_per_source.items())),
-    }
 
 
 class ShardWriter:

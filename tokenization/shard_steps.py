@@ -26,7 +26,15 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from refinery.corpora.atomic import atomic_path, read_json, write_json
-from refinery.tokenization.shards import INDEX_SCHEMA, SPLITS, TokenLayout, dtype_for, shard_name
+from refinery.tokenization.shards import (
+    INDEX_SCHEMA,
+    SPLITS,
+    TokenLayout,
+    dtype_for,
+    shard_name,
+    split_meta,
+    unit_hash,
+)
 from refinery.tokenization.tokenizer import fingerprint, special_ids
 
 STEPS = ("flatten", "plan", "write", "index")
@@ -103,8 +111,6 @@ def _flatten(job: ShardJob, index: int) -> None:
 
 
 def _plan(job: ShardJob, tokenizer: Tokenizer) -> None:
-    from refinery.tokenization.builder import unit_hash
-
     plan = job.plan
     files = [pq.read_table(job.workdir / f"rows-{i:05d}.parquet") for i in range(len(job.encoded_files))]
     rows = [(doc_id, source, file, start, length) for file, table in enumerate(files)
@@ -167,8 +173,6 @@ def _write(job: ShardJob, part: int) -> None:
 
 
 def _index(job: ShardJob, tokenizer: Tokenizer) -> dict[str, Any]:
-    from refinery.tokenization.builder import split_meta
-
     planned = read_json(job.workdir / "plan.json")
     plan, layout = job.plan, TokenLayout(job.tokens_dir)
     base = {"vocab_size": tokenizer.get_vocab_size(), "special_ids": special_ids(tokenizer, job.eos_token),

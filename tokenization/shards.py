@@ -14,7 +14,10 @@ ShardWriter in tokenization/builder.py; TokenShards in tokenization/reader.py re
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +37,28 @@ def dtype_for(vocab_size: int) -> np.dtype:
 
 def shard_name(index: int, mask: bool = False) -> str:
     return f"shard-{index:05d}{'.mask' if mask else ''}.bin"
+
+
+def unit_hash(*parts: object) -> float:
+    """A uniform number in [0, 1) from the parts, the same on every machine (BLAKE2b)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def split_meta(meta: dict[str, Any], dtype: np.dtype, with_mask: bool, documents: int, shards: list[int],
+               tokens_per_source: Counter[str]) -> dict[str, Any]:
+    """A split's meta.json: `meta` (tokenizer, split, mixing) and what its shards hold."""
+    return {
+        **meta,
+        "format_version": FORMAT_VERSION,
+        "dtype": dtype.name,
+        "byteorder": "little",
+        "has_mask": with_mask,
+        "documents": documents,
+        "tokens": int(sum(shards)),
+        "shards": [{"name": shard_name(i), "tokens": n} for i, n in enumerate(shards)],
+        "tokens_per_source": dict(sorted(tokens_per_source.items())),
+    }
 
 
 class TokenLayout:

@@ -18,8 +18,8 @@ from tokenizers import Tokenizer
 
 from refinery.corpora.atomic import remove_path, write_parquet, write_text
 from refinery.pipelines.engine.layout import RunLayout
-from refinery.tokenization.builder import SplitPlan, encode_documents, unit_hash, write_token_splits
-from refinery.tokenization.shards import TokenLayout
+from refinery.tokenization.builder import SplitPlan, encode_documents, write_token_splits
+from refinery.tokenization.shards import TokenLayout, unit_hash
 from refinery.tokenization.tokenizer import special_ids, train_bpe
 
 TOKENIZER_CHARS = 20_000_000  # at most this many characters of each recipe train the shared tokenizer

@@ -30,15 +30,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train_fixed_costs import baseline_tree, loadavg  # noqa: E402
+from bench_train_fixed_costs import CHILD_PRELUDE, baseline_tree, loadavg  # noqa: E402
 
-CHILD = r"""
-import json, sys, time
-started = time.perf_counter()
-times = {}
-def timed(label, value_of):
-    t = time.perf_counter(); value = value_of(); times[label] = times.get(label, 0.0) + time.perf_counter() - t
-    return value
+CHILD = CHILD_PRELUDE + r"""
 timed("start-up: refinery CLI", lambda: __import__("refinery.pipelines.commands.cli"))
 timed("start-up: torch", lambda: __import__("torch"))
 import refinery.pipelines.commands.demo as demo

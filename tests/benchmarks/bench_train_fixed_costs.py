@@ -37,13 +37,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("corpora", "pipelines", "tokenization", "training")
 
 # Runs in the child: imports timed one by one, then the trainer's functions wrapped with timers, then the CLI.
-CHILD = r"""
+# The child scripts' common start: a clock, and timed(label, thunk) adding to times[label].
+CHILD_PRELUDE = r"""
 import json, sys, time
 started = time.perf_counter()
 times = {}
 def timed(label, value_of):
     t = time.perf_counter(); value = value_of(); times[label] = times.get(label, 0.0) + time.perf_counter() - t
     return value
+"""
+CHILD = CHILD_PRELUDE + r"""
 timed("import refinery CLI", lambda: __import__("refinery.pipelines.commands.cli"))
 torch = timed("import torch", lambda: __import__("torch"))
 timed("import refinery.training", lambda: __import__("refinery.training.train"))
