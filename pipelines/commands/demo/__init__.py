@@ -140,9 +140,11 @@ def run_demo(output: Path, workers: int | None = None, force: bool = False, trai
     # Last, after training, so that the reports draw the models' loss curves (each finds the model trained on its
     # shards beside it).
     sft_outputs = write_outputs(sft_dir).replace("\n", "; ")
-    print(f"\ninstruction data: {sft_outputs}")
-    print(write_outputs(output))
+    outputs = write_outputs(output)
     total = time.perf_counter() - started
     took["evaluation and reports"] = total - sum(took.values())
     print(f"\nthe demo took {total:.0f} s: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in took.items()))
+    # The report and the card come last: the two files a user opens next.
+    print(f"\ninstruction data: {sft_outputs}")
+    print(outputs)
     return 0
