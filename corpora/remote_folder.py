@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from refinery.corpora.atomic import commit, temp_name
-from refinery.corpora.storage import InputError, filesystem, is_remote, store_errors
+from refinery.corpora.storage import InputError, filesystem, is_remote, store_errors, user_cache
 
 TRANSFER_THREADS = 8  # object stores answer each request slowly and many at once well
 INDEX = "manifest.json"  # a published run's index: written last, it lists every file of the run
@@ -156,10 +155,7 @@ def staging_root() -> Path:
     """Where runs with a remote output build their files before publishing, and remote runs are staged to be
     read: $REFINERY_STAGING, else the user's cache folder (a cluster's nodes need one they all see)."""
     configured = os.environ.get("REFINERY_STAGING")
-    if configured:
-        return Path(configured).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or ("~/Library/Caches" if sys.platform == "darwin" else "~/.cache")
-    return Path(cache).expanduser() / "refinery" / "staging"
+    return Path(configured).expanduser() if configured else user_cache("staging")
 
 
 def staging_folder(url: str) -> Path:

@@ -14,6 +14,7 @@ import glob
 import importlib
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,16 @@ SETTING_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_
 # blob id, then a modification time): a new upload changes it.
 _VERSION_KEYS = ("generation", "ETag", "etag", "blob_id", "md5Hash", "LastModified", "last_modified", "updated",
                  "mtime")
+
+
+def user_cache(name: str) -> Path:
+    """A folder of Refinery's in the user's cache ($REFINERY_CACHE, else $XDG_CACHE_HOME/refinery, else
+    ~/.cache/refinery; ~/Library/Caches/refinery on macOS): things worth keeping between runs, never a user's data."""
+    configured = os.environ.get("REFINERY_CACHE")
+    if configured:
+        return Path(configured).expanduser() / name
+    cache = os.environ.get("XDG_CACHE_HOME") or ("~/Library/Caches" if sys.platform == "darwin" else "~/.cache")
+    return Path(cache).expanduser() / "refinery" / name
 
 
 class InputError(ValueError):

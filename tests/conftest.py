@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +18,24 @@ MISSING_DATA = (f"the real test data is not at {SHARED_DATA}: the tests read it 
                 "environment variable names; put it there or set the variable")
 
 
+_OWN_CACHE: list[str] = []  # the cache folder this process made for the session (and removes at its end)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Stop the whole session at once, with one message, when the data is missing: almost every test needs it,
-    and hundreds of identical errors (and a demo running for minutes) would hide the cause."""
+    and hundreds of identical errors (and a demo running for minutes) would hide the cause. Give the session its
+    own Refinery cache (the evaluation index), shared by every test process and the runs they start, never the
+    user's."""
     if not SHARED_DATA.is_dir():
         pytest.exit(MISSING_DATA, returncode=pytest.ExitCode.USAGE_ERROR)
+    if "REFINERY_CACHE" not in os.environ:  # test processes inherit it from the process that started them
+        _OWN_CACHE.append(tempfile.mkdtemp(prefix="refinery-test-cache-"))
+        os.environ["REFINERY_CACHE"] = _OWN_CACHE[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _OWN_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

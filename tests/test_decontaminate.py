@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -141,3 +142,53 @@ def test_errors_name_the_file_and_the_fix(data_dir, tmp_path):
         load_eval_set(bad)
     stage = Decontaminate(DecontaminateConfig(evals=["items.txt"]), RunContext(tmp_path, tmp_path))
     assert stage.resource_files == [bad]  # fingerprinted: a changed set reruns the stage
+
+
+def test_the_index_is_built_once_then_loaded_from_the_users_cache(data_dir, articles, tmp_path, monkeypatch):
+    import refinery.pipelines.stages.decontaminate as decontaminate
+    from refinery.pipelines.stages.text.ngram_index import EvalIndex
+
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    for name in ("world_knowledge/arc_easy.jsonl", "commonsense_reasoning/copa.jsonl"):
+        (evals / name.split("/")[1]).write_bytes((data_dir / "evals" / name).read_bytes())
+    monkeypatch.setenv("REFINERY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(decontaminate, "_INDEXES", {})  # as a fresh process has it
+    arc, copa = _jsonl(evals / "arc_easy.jsonl", 7), _jsonl(evals / "copa.jsonl", 0)
+    docs = pa.table({"text": [f"{articles[0][:900]} {arc['query']} {arc['choices'][arc['gold']]}",
+                              f"{articles[1][:900]} {copa['query']} {copa['choices'][copa['gold']]}", articles[2]]})
+    built_stage = _stage(tmp_path)
+    built, a = built_stage.process(docs).removed, built_stage.index
+    assert built.column("contaminated_by").to_pylist() == ["arc_easy", "copa"]
+    entries = list((tmp_path / "cache/eval-index").iterdir())
+    assert len(entries) == 1 and (entries[0] / "index.json").exists()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the index was built again instead of loaded")
+
+    monkeypatch.setattr(decontaminate, "_INDEXES", {})
+    monkeypatch.setattr(EvalIndex, "build", no_build)
+    loaded_stage = _stage(tmp_path)
+    assert loaded_stage.process(docs).removed.equals(built)
+    b = loaded_stage.index
+    assert a is not b and a.items == b.items and a.vocabulary.equals(b.vocabulary)
+    assert (a.ngrams_per_benchmark, a.template_ngrams) == (b.ngrams_per_benchmark, b.template_ngrams)
+    assert list(a.groups) == list(b.groups)
+    pairs = [(a.ids, b.ids), (a.bitmap, b.bitmap)] + [
+        (getattr(a.groups[n], f), getattr(b.groups[n], f)) for n in a.groups for f in ("hashes", "items", "starts")]
+    for x, y in pairs:
+        assert x.dtype == y.dtype and np.array_equal(x, y)
+
+    # A damaged entry is rebuilt and replaced, with a warning; an edited evaluation file is a new entry.
+    monkeypatch.undo()
+    monkeypatch.setenv("REFINERY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(decontaminate, "_INDEXES", {})
+    (entries[0] / "arrays.npz").write_bytes(b"not an npz")
+    with pytest.warns(UserWarning, match="rebuilding the cached evaluation index"):
+        assert _stage(tmp_path).process(docs).removed.equals(built)
+    assert EvalIndex.load(entries[0]).items == a.items
+    with open(evals / "copa.jsonl", "a", encoding="utf-8") as file:
+        file.write(json.dumps({**copa, "query": articles[2][:400]}) + "\n")
+    monkeypatch.setattr(decontaminate, "_INDEXES", {})
+    assert _stage(tmp_path).process(docs).removed.column("contaminated_by").to_pylist() == ["arc_easy", "copa", "copa"]
+    assert len(list((tmp_path / "cache/eval-index").iterdir())) == 2

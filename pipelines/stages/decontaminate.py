@@ -3,15 +3,18 @@
 A map stage, not a global one, although issue 5 planned it global: the heavy part is the index of the
 evaluation items' n-grams, and it builds from the files alone, never from the corpus. Building it takes
 3–5 s for the whole llm-foundry gauntlet plus HellaSwag (43,799 items, 2.1M n-grams; see
-docs/performance.md), so each worker process builds it once on its first batch and keeps it (keyed by the
-files' paths, sizes and modification times and by the n-gram parameters); the stage then fuses into the
+docs/performance.md), so it is built once and kept in the user's cache (`eval-index/`, keyed by the files'
+paths, sizes and modification times, the n-gram parameters and the code that builds it), where every worker
+process loads it in ~0.1 s on its first batch and keeps it; the stage then fuses into the
 streaming pass like any filter, with no barrier and no intermediate copy of the corpus. The files are
 fingerprinted with `require_file`, so a changed evaluation set reruns the stage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -19,6 +22,8 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import Field
 
+from refinery.corpora import evalsets
+from refinery.corpora.atomic import atomic_path, remove_path
 from refinery.corpora.evalsets import (
     EVAL_FORMATS,
     EvalSetError,
@@ -27,6 +32,7 @@ from refinery.corpora.evalsets import (
     eval_files,
     load_eval_set,
 )
+from refinery.corpora.storage import user_cache
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,
@@ -39,6 +45,16 @@ from refinery.pipelines.stages.base import (
 from refinery.pipelines.stages.text.ngram_index import EvalIndex
 
 _INDEXES: dict[tuple, EvalIndex] = {}  # one per process and evaluation setup
+# The code an index is made by: a change to it makes every cached index stale.
+_INDEX_CODE = (Path(__file__).parent / "text" / "ngram_index.py", Path(evalsets.__file__))
+
+
+def _cache_name(key: tuple) -> str:
+    """The cache entry of an evaluation setup: its files (path, size, modification time), parameters and code."""
+    digest = hashlib.sha256(repr(key).encode())
+    for path in _INDEX_CODE:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:24]
 
 
 class EvalSetConfig(StageConfig):
@@ -110,9 +126,33 @@ class Decontaminate(MapStage):
                      for p, name, fmt, fields in self.sets),
                cfg.ngram, cfg.cjk_ngram, cfg.min_ngram, cfg.template_items)
         if key not in _INDEXES:
-            items = [item for path, name, fmt, fields in self.sets for item in load_eval_set(path, name, fmt, fields)]
-            _INDEXES[key] = EvalIndex.build(items, cfg.ngram, cfg.cjk_ngram, cfg.min_ngram, cfg.template_items)
+            _INDEXES[key] = self._cached_index(key)
         return _INDEXES[key]
+
+    def _cached_index(self, key: tuple) -> EvalIndex:
+        """The index from the user's cache, else built (and cached for the next process or run)."""
+        folder = user_cache("eval-index") / _cache_name(key)
+        damaged = False
+        if (folder / "index.json").exists():
+            try:
+                return EvalIndex.load(folder)
+            except (OSError, ValueError, KeyError) as err:  # rebuilt below, and replaced
+                warnings.warn(f"decontaminate: rebuilding the cached evaluation index {folder} ({err})", stacklevel=2)
+                damaged = True
+        cfg = self.config
+        items = [item for path, name, fmt, fields in self.sets for item in load_eval_set(path, name, fmt, fields)]
+        index = EvalIndex.build(items, cfg.ngram, cfg.cjk_ngram, cfg.min_ngram, cfg.template_items)
+        try:
+            with atomic_path(folder) as tmp:
+                tmp.mkdir()
+                index.save(tmp)
+                if damaged:
+                    remove_path(folder)
+        except OSError as err:  # a read-only or full cache costs the next process a rebuild, nothing else
+            if damaged or not (folder / "index.json").exists():  # else another process cached it first
+                warnings.warn(f"decontaminate: could not cache the evaluation index in {folder} ({err})",
+                              stacklevel=2)
+        return index
 
     def process(self, docs: pa.Table) -> StageResult:
         if self.config.column not in docs.column_names:

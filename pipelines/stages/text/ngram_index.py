@@ -12,8 +12,11 @@ is exact, never a hash collision.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -62,9 +65,16 @@ class _Group:
     starts: np.ndarray  # int64: where the n-gram's ids start in EvalIndex.ids
 
 
+class ItemRef(NamedTuple):
+    """What a match names: the item's benchmark and its position in its file."""
+
+    benchmark: str
+    index: int
+
+
 @dataclass
 class EvalIndex:
-    items: list[EvalItem]
+    items: list[ItemRef]
     vocabulary: pa.Array  # token strings; a token's id is its position + 1
     ids: np.ndarray  # the ids of every item passage, concatenated
     groups: dict[int, _Group] = field(default_factory=dict)
@@ -92,7 +102,7 @@ class EvalIndex:
         first_window = np.repeat(np.cumsum(windows) - windows, windows)
         start = np.repeat(offsets[:-1], windows) + np.arange(windows.sum()) - first_window
         owner, length = owners[start] if len(start) else owners[:0], np.repeat(length, windows)
-        index = cls(items, vocabulary, ids)
+        index = cls([ItemRef(item.benchmark, item.index) for item in items], vocabulary, ids)
         windows = _Windows(ids)
         numbers: dict[str, int] = {}
         benchmark_of = np.array([numbers.setdefault(item.benchmark, len(numbers)) for item in items], np.int64)
@@ -108,6 +118,32 @@ class EvalIndex:
             bits = np.left_shift(1, slots & np.uint64(7)).astype(np.uint8)
             np.bitwise_or.at(index.bitmap, slots >> np.uint64(3), bits)
         return index
+
+    def save(self, folder: Path) -> None:
+        """Write the index into an empty `folder`: its arrays (numpy's .npz, no pickle), its vocabulary (Arrow IPC)
+        and the rest (JSON)."""
+        arrays = {"ids": self.ids, "bitmap": self.bitmap}
+        for size, group in self.groups.items():
+            arrays |= {f"{size}.hashes": group.hashes, f"{size}.items": group.items, f"{size}.starts": group.starts}
+        np.savez(folder / "arrays.npz", **arrays)
+        with pa.OSFile(str(folder / "vocabulary.arrow"), "wb") as sink, \
+                pa.ipc.new_file(sink, pa.schema([("token", self.vocabulary.type)])) as writer:
+            writer.write_table(pa.table({"token": self.vocabulary}))
+        (folder / "index.json").write_text(json.dumps({
+            "items": self.items, "groups": list(self.groups), "ngrams_per_benchmark": self.ngrams_per_benchmark,
+            "template_ngrams": self.template_ngrams}), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> EvalIndex:
+        """The index `save` wrote."""
+        meta = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        with np.load(folder / "arrays.npz", allow_pickle=False) as arrays, \
+                pa.OSFile(str(folder / "vocabulary.arrow"), "rb") as source:
+            vocabulary = pa.ipc.open_file(source).read_all().column("token").combine_chunks()
+            groups = {size: _Group(arrays[f"{size}.hashes"], arrays[f"{size}.items"], arrays[f"{size}.starts"])
+                      for size in meta["groups"]}
+            return cls([ItemRef(*item) for item in meta["items"]], vocabulary, arrays["ids"], groups,
+                       meta["ngrams_per_benchmark"], meta["template_ngrams"], arrays["bitmap"])
 
     def _group(self, hashes: np.ndarray, owners: np.ndarray, starts: np.ndarray, benchmark_of: np.ndarray,
                template_items: int) -> _Group:
