@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from stop_in_step import StopInStep
@@ -16,7 +17,7 @@ from refinery.corpora.atomic import read_json, write_json
 from refinery.pipelines.commands import sql
 from refinery.pipelines.engine.recipe import load_recipe
 from refinery.pipelines.engine.run import run_recipe
-from refinery.tokenization.builder import ShardWriter
+from refinery.tokenization.builder import SplitPlan, encoded_schema, write_token_splits
 from refinery.tokenization.reader import ShardError, TokenShards
 from refinery.tokenization.shards import dtype_for
 from refinery.tokenization.tokenizer import fingerprint, load_tokenizer, special_ids
@@ -170,14 +171,19 @@ def test_existing_tokenizer_and_windows(data_dir, tmp_path, write_recipe, inputs
 
 
 def test_uint32_when_the_vocabulary_needs_it(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
     assert dtype_for(65536) == np.dtype("<u2") and dtype_for(65537) == np.dtype("<u4")
-    writer = ShardWriter(tmp_path, vocab_size=100_000, shard_tokens=10)
-    writer.add("a", "s", np.array([70_000, 5, 99_999]))
-    writer.add("b", "s", np.array([1, 2]))
-    writer.close({"vocab_size": 100_000, "tokenizer_fingerprint": "x", "special_ids": {}, "tokenizer": "t"})
-    shards = TokenShards(tmp_path)
+    tokenizer = Tokenizer(WordLevel({"<|endoftext|>": 0, **{f"w{i}": i for i in range(1, 100_000)}}, unk_token="w1"))
+    encoded = pa.table({"doc_id": ["a", "b"], "source": ["s", "s"], "tokens": [[70_000, 5, 99_999], [1, 2]]},
+                       schema=encoded_schema(100_000))
+    pq.write_table(encoded, tmp_path / "encoded.parquet")
+    write_token_splits([tmp_path / "encoded.parquet"], tmp_path / "tokens", tokenizer,
+                       SplitPlan(validation_fraction=0.0, shuffle=False, shard_tokens=10), None, tmp_path / "work")
+    shards = TokenShards(tmp_path / "tokens/train")
     assert shards.span(0, 5).tolist() == [70_000, 5, 99_999, 1, 2]
-    assert np.fromfile(tmp_path / "shard-00000.bin", dtype="<u4").tolist() == [70_000, 5, 99_999, 1, 2]
+    assert np.fromfile(tmp_path / "tokens/train/shard-00000.bin", dtype="<u4").tolist() == [70_000, 5, 99_999, 1, 2]
 
 
 def test_tokens_inspect_command(tokenized, capsys):

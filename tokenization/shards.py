@@ -9,7 +9,8 @@
                                    per-shard token counts, tokens per source
 
 Open a shard with `numpy.memmap(path, dtype=meta["dtype"], mode="r")` and nothing else. The writer is
-ShardWriter in tokenization/builder.py; TokenShards in tokenization/reader.py reads and verifies a set.
+tokenization/builder.py (its steps run in turn by write_token_splits, or as parallel tasks by the tokenize
+stage); TokenShards in tokenization/reader.py reads and verifies a set.
 """
 
 from __future__ import annotations

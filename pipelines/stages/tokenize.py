@@ -17,7 +17,7 @@ from refinery.corpora.atomic import atomic_path
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import ProducerStage, StageConfig
 from refinery.pipelines.stages.dedup import hash64
-from refinery.tokenization import shard_steps
+from refinery.tokenization import builder
 from refinery.tokenization.builder import SplitPlan, encode_documents
 from refinery.tokenization.tokenizer import load_tokenizer, special_ids, train_bpe
 
@@ -102,20 +102,20 @@ class Tokenize(ProducerStage):
         return encode_documents(tokenizer, docs, self._eos)
 
     # The shard sets are written in steps whose parts (a group of encoded files, a shard) are executor tasks.
-    def _shard_job(self, collected_files: list[Path], workdir: Path) -> shard_steps.ShardJob:
+    def _shard_job(self, collected_files: list[Path], workdir: Path) -> builder.ShardJob:
         plan = SplitPlan(self.config.validation_fraction, dict(self.config.weights), self.config.shuffle,
                          self.config.seed, self.config.shard_tokens)
-        return shard_steps.ShardJob(list(collected_files), self.context.tokens.root, workdir / "flat", plan,
+        return builder.ShardJob(list(collected_files), self.context.tokens.root, workdir / "flat", plan,
                                     self.config.eos_token)
 
     def finish_steps(self) -> tuple[str, ...]:
-        return shard_steps.STEPS
+        return builder.STEPS
 
     def step_parts(self, step: str, collected_files: list[Path], workdir: Path) -> int:
-        return shard_steps.parts(step, self._shard_job(collected_files, workdir))
+        return builder.parts(step, self._shard_job(collected_files, workdir))
 
     def run_step(self, step: str, part: int, collected_files: list[Path], workdir: Path) -> None:
-        shard_steps.run_part(step, part, self._shard_job(collected_files, workdir), self._tokenizer())
+        builder.run_part(step, part, self._shard_job(collected_files, workdir), self._tokenizer())
 
     def finish(self, collected_files: list[Path], workdir: Path) -> None:
         self.finish_in_steps(collected_files, workdir)
