@@ -35,9 +35,6 @@ class RemoteFolder:
     def __str__(self) -> str:
         return self.url
 
-    def url_of(self, relative: str) -> str:
-        return f"{self.url}/{relative}"
-
     def sizes(self) -> dict[str, int]:
         """Every object under the prefix, by relative path, with its size (an empty dict: nothing there)."""
         with store_errors(self.url):
