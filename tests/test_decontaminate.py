@@ -192,3 +192,42 @@ def test_the_index_is_built_once_then_loaded_from_the_users_cache(data_dir, arti
     monkeypatch.setattr(decontaminate, "_INDEXES", {})
     assert _stage(tmp_path).process(docs).removed.column("contaminated_by").to_pylist() == ["arc_easy", "copa", "copa"]
     assert len(list((tmp_path / "cache/eval-index").iterdir())) == 2
+
+
+def test_a_cache_another_process_filled_first_or_cannot_write_costs_nothing_else(data_dir, tmp_path, monkeypatch):
+    import warnings
+
+    import refinery.pipelines.stages.decontaminate as decontaminate
+    from refinery.pipelines.stages.text.ngram_index import EvalIndex
+
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    (evals / "copa.jsonl").write_bytes((data_dir / "evals/commonsense_reasoning/copa.jsonl").read_bytes())
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("REFINERY_CACHE", str(cache))
+    monkeypatch.setattr(decontaminate, "_INDEXES", {})
+    save = EvalIndex.save
+
+    def another_process_saves_first(index, folder):  # the same entry appears while this one is being written
+        save(index, folder)
+        entry = folder.with_name(folder.name.split(".tmp")[0].lstrip("."))
+        entry.mkdir()
+        save(index, entry)
+
+    monkeypatch.setattr(EvalIndex, "save", another_process_saves_first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the entry is there, only this copy is dropped
+        assert _stage(tmp_path).index.ngrams_per_benchmark["copa"] > 0
+    assert [p.name for p in (cache / "eval-index").iterdir()] == [decontaminate._cache_name(
+        next(iter(decontaminate._INDEXES)))]  # no temp folder left behind
+    monkeypatch.setattr(EvalIndex, "save", save)
+
+    # A cache that cannot be written (here its folder is a file; permissions would not stop root): the index is
+    # built and used, and the user is told.
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a user's file")
+    monkeypatch.setenv("REFINERY_CACHE", str(blocked))
+    monkeypatch.setattr(decontaminate, "_INDEXES", {})
+    with pytest.warns(UserWarning, match="could not cache the evaluation index"):
+        assert _stage(tmp_path).index.ngrams_per_benchmark["copa"] > 0
+    assert blocked.read_text() == "a user's file"

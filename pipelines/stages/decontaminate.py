@@ -23,7 +23,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from refinery.corpora import evalsets
-from refinery.corpora.atomic import atomic_path, remove_path
+from refinery.corpora.atomic import commit, remove_path, temp_name
 from refinery.corpora.evalsets import (
     EVAL_FORMATS,
     EvalSetError,
@@ -47,6 +47,22 @@ from refinery.pipelines.stages.text.ngram_index import EvalIndex
 _INDEXES: dict[tuple, EvalIndex] = {}  # one per process and evaluation setup
 # The code an index is made by: a change to it makes every cached index stale.
 _INDEX_CODE = (Path(__file__).parent / "text" / "ngram_index.py", Path(evalsets.__file__))
+
+
+def _cache(index: EvalIndex, folder: Path, replace: bool) -> None:
+    """Save the index as the cache entry `folder`, whole or not at all (another process may save the same entry at
+    the same time: the first to finish wins). A read-only or full cache costs the next process a rebuild, no more."""
+    tmp = temp_name(folder)
+    try:
+        tmp.mkdir(parents=True)
+        index.save(tmp)
+        if replace:
+            remove_path(folder)
+        commit(tmp, folder)
+    except OSError as err:
+        remove_path(tmp)
+        if replace or not (folder / "index.json").exists():  # else another process cached it first
+            warnings.warn(f"decontaminate: could not cache the evaluation index in {folder} ({err})", stacklevel=3)
 
 
 def _cache_name(key: tuple) -> str:
@@ -142,16 +158,7 @@ class Decontaminate(MapStage):
         cfg = self.config
         items = [item for path, name, fmt, fields in self.sets for item in load_eval_set(path, name, fmt, fields)]
         index = EvalIndex.build(items, cfg.ngram, cfg.cjk_ngram, cfg.min_ngram, cfg.template_items)
-        try:
-            with atomic_path(folder) as tmp:
-                tmp.mkdir()
-                index.save(tmp)
-                if damaged:
-                    remove_path(folder)
-        except OSError as err:  # a read-only or full cache costs the next process a rebuild, nothing else
-            if damaged or not (folder / "index.json").exists():  # else another process cached it first
-                warnings.warn(f"decontaminate: could not cache the evaluation index in {folder} ({err})",
-                              stacklevel=2)
+        _cache(index, folder, replace=damaged)
         return index
 
     def process(self, docs: pa.Table) -> StageResult:
