@@ -55,7 +55,8 @@ def commit(tmp: str | Path, target: str | Path) -> None:
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield the temp path to write `target` through; on success it is committed, on error removed.
+    """Yield the temp path to write `target` through; on success it is committed, on error (or a failed commit)
+    removed.
 
         with atomic_path(out / "tokenizer.json") as tmp:
             tokenizer.save(str(tmp))
@@ -65,10 +66,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = temp_name(target)
     try:
         yield tmp
-    except BaseException:
+        commit(tmp, target)
+    except BaseException:  # a failed rename (a folder onto a full one) leaves no temp behind either
         remove_path(tmp)
         raise
-    commit(tmp, target)
 
 
 def write_bytes(target: str | Path, data: bytes) -> None:

@@ -23,7 +23,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from refinery.corpora import evalsets
-from refinery.corpora.atomic import commit, remove_path, temp_name
+from refinery.corpora.atomic import atomic_path, remove_path
 from refinery.corpora.evalsets import (
     EVAL_FORMATS,
     EvalSetError,
@@ -52,15 +52,13 @@ _INDEX_CODE = (Path(__file__).parent / "text" / "ngram_index.py", Path(evalsets.
 def _cache(index: EvalIndex, folder: Path, replace: bool) -> None:
     """Save the index as the cache entry `folder`, whole or not at all (another process may save the same entry at
     the same time: the first to finish wins). A read-only or full cache costs the next process a rebuild, no more."""
-    tmp = temp_name(folder)
     try:
-        tmp.mkdir(parents=True)
-        index.save(tmp)
-        if replace:
-            remove_path(folder)
-        commit(tmp, folder)
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            index.save(tmp)
+            if replace:
+                remove_path(folder)
     except OSError as err:
-        remove_path(tmp)
         if replace or not (folder / "index.json").exists():  # else another process cached it first
             warnings.warn(f"decontaminate: could not cache the evaluation index in {folder} ({err})", stacklevel=3)
 
