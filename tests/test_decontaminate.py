@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bz2
 import json
+import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -198,6 +200,7 @@ def test_a_cache_another_process_filled_first_or_cannot_write_costs_nothing_else
     import warnings
 
     import refinery.pipelines.stages.decontaminate as decontaminate
+    from refinery.pipelines.stages.text import eval_cache
     from refinery.pipelines.stages.text.ngram_index import EvalIndex
 
     evals = tmp_path / "evals"
@@ -218,7 +221,7 @@ def test_a_cache_another_process_filled_first_or_cannot_write_costs_nothing_else
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: the entry is there, only this copy is dropped
         assert _stage(tmp_path).index.ngrams_per_benchmark["copa"] > 0
-    assert [p.name for p in (cache / "eval-index").iterdir()] == [decontaminate._cache_name(
+    assert [p.name for p in (cache / "eval-index").iterdir()] == [eval_cache.entry_name(
         next(iter(decontaminate._INDEXES)))]  # no temp folder left behind
     monkeypatch.setattr(EvalIndex, "save", save)
 
@@ -231,3 +234,33 @@ def test_a_cache_another_process_filled_first_or_cannot_write_costs_nothing_else
     with pytest.warns(UserWarning, match="could not cache the evaluation index"):
         assert _stage(tmp_path).index.ngrams_per_benchmark["copa"] > 0
     assert blocked.read_text() == "a user's file"
+
+
+def test_the_cache_keeps_the_most_recently_used_entries_and_nothing_else_is_touched(data_dir, tmp_path, monkeypatch):
+    import refinery.pipelines.stages.decontaminate as decontaminate
+    from refinery.pipelines.stages.text import eval_cache
+
+    root = tmp_path / "cache/eval-index"
+    root.mkdir(parents=True)
+    for age in range(eval_cache.KEEP + 2):  # entries used 1..10 days ago, the oldest last
+        entry = root / f"{age:024x}"
+        entry.mkdir()
+        (entry / "index.json").write_text("{}")
+        os.utime(entry / "index.json", (0, time.time() - 86400 * (age + 1)))
+    (root / "notes.txt").write_text("a user's file")
+    evals = tmp_path / "evals"
+    evals.mkdir()
+    (evals / "copa.jsonl").write_bytes((data_dir / "evals/commonsense_reasoning/copa.jsonl").read_bytes())
+    monkeypatch.setenv("REFINERY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(decontaminate, "_INDEXES", {})
+    assert _stage(tmp_path).index.ngrams_per_benchmark["copa"] > 0  # built and cached: the most recent entry
+    new = eval_cache.entry_name(next(iter(decontaminate._INDEXES)))
+    kept = sorted(p.name for p in root.iterdir())
+    assert kept == sorted([new, "notes.txt"] + [f"{age:024x}" for age in range(eval_cache.KEEP - 1)])
+    # Loading an entry makes it the most recently used.
+    oldest_kept = root / f"{eval_cache.KEEP - 2:024x}" / "index.json"
+    monkeypatch.setattr(decontaminate, "_INDEXES", {})
+    before = (root / new / "index.json").stat().st_mtime
+    os.utime(root / new / "index.json", (0, before - 86400 * 30))
+    assert _stage(tmp_path).index.ngrams_per_benchmark["copa"] > 0
+    assert (root / new / "index.json").stat().st_mtime > oldest_kept.stat().st_mtime

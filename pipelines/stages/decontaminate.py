@@ -12,9 +12,7 @@ fingerprinted with `require_file`, so a changed evaluation set reruns the stage.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -22,8 +20,6 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import Field
 
-from refinery.corpora import evalsets
-from refinery.corpora.atomic import atomic_path, remove_path
 from refinery.corpora.evalsets import (
     EVAL_FORMATS,
     EvalSetError,
@@ -32,7 +28,6 @@ from refinery.corpora.evalsets import (
     eval_files,
     load_eval_set,
 )
-from refinery.corpora.storage import user_cache
 from refinery.pipelines.stages import register
 from refinery.pipelines.stages.base import (
     DEFAULT_CONTEXT,
@@ -42,33 +37,10 @@ from refinery.pipelines.stages.base import (
     StageResult,
     split_by_reason,
 )
+from refinery.pipelines.stages.text.eval_cache import cached_index
 from refinery.pipelines.stages.text.ngram_index import EvalIndex
 
 _INDEXES: dict[tuple, EvalIndex] = {}  # one per process and evaluation setup
-# The code an index is made by: a change to it makes every cached index stale.
-_INDEX_CODE = (Path(__file__).parent / "text" / "ngram_index.py", Path(evalsets.__file__))
-
-
-def _cache(index: EvalIndex, folder: Path, replace: bool) -> None:
-    """Save the index as the cache entry `folder`, whole or not at all (another process may save the same entry at
-    the same time: the first to finish wins). A read-only or full cache costs the next process a rebuild, no more."""
-    try:
-        with atomic_path(folder) as tmp:
-            tmp.mkdir()
-            index.save(tmp)
-            if replace:
-                remove_path(folder)
-    except OSError as err:
-        if replace or not (folder / "index.json").exists():  # else another process cached it first
-            warnings.warn(f"decontaminate: could not cache the evaluation index in {folder} ({err})", stacklevel=3)
-
-
-def _cache_name(key: tuple) -> str:
-    """The cache entry of an evaluation setup: its files (path, size, modification time), parameters and code."""
-    digest = hashlib.sha256(repr(key).encode())
-    for path in _INDEX_CODE:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:24]
 
 
 class EvalSetConfig(StageConfig):
@@ -140,24 +112,10 @@ class Decontaminate(MapStage):
                      for p, name, fmt, fields in self.sets),
                cfg.ngram, cfg.cjk_ngram, cfg.min_ngram, cfg.template_items)
         if key not in _INDEXES:
-            _INDEXES[key] = self._cached_index(key)
+            _INDEXES[key] = cached_index(key, lambda: EvalIndex.build(
+                [item for path, name, fmt, fields in self.sets for item in load_eval_set(path, name, fmt, fields)],
+                cfg.ngram, cfg.cjk_ngram, cfg.min_ngram, cfg.template_items))
         return _INDEXES[key]
-
-    def _cached_index(self, key: tuple) -> EvalIndex:
-        """The index from the user's cache, else built (and cached for the next process or run)."""
-        folder = user_cache("eval-index") / _cache_name(key)
-        damaged = False
-        if (folder / "index.json").exists():
-            try:
-                return EvalIndex.load(folder)
-            except (OSError, ValueError, KeyError) as err:  # rebuilt below, and replaced
-                warnings.warn(f"decontaminate: rebuilding the cached evaluation index {folder} ({err})", stacklevel=2)
-                damaged = True
-        cfg = self.config
-        items = [item for path, name, fmt, fields in self.sets for item in load_eval_set(path, name, fmt, fields)]
-        index = EvalIndex.build(items, cfg.ngram, cfg.cjk_ngram, cfg.min_ngram, cfg.template_items)
-        _cache(index, folder, replace=damaged)
-        return index
 
     def process(self, docs: pa.Table) -> StageResult:
         if self.config.column not in docs.column_names:
