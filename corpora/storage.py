@@ -37,11 +37,12 @@ _SETTINGS = {
 }
 _SETTINGS |= {"s3a": _SETTINGS["s3"], "gcs": _SETTINGS["gs"]}
 # The environment variables those settings are made of: what a task on another machine needs to see the stores
-# as this process does (the Ray executor passes those that are set on to its tasks).
+# as this process does, and where Refinery stages and caches (the Ray executor passes those that are set on to
+# its tasks).
 SETTING_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
                      "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "FSSPEC_S3_ANON",
                      "GOOGLE_APPLICATION_CREDENTIALS", "FSSPEC_GCS_TOKEN", "HF_TOKEN", "HF_ENDPOINT",
-                     "REFINERY_STAGING")
+                     "REFINERY_STAGING", "REFINERY_CACHE")
 # Where a store keeps an object's version, in order of preference (GCS's generation, S3's ETag, the Hub's
 # blob id, then a modification time): a new upload changes it.
 _VERSION_KEYS = ("generation", "ETag", "etag", "blob_id", "md5Hash", "LastModified", "last_modified", "updated",
