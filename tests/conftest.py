@@ -75,3 +75,18 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
+
+
+@pytest.fixture(scope="module")
+def shakespeare_shards(data_dir, tmp_path_factory) -> Path:
+    """Token shards of the first 60,000 characters of Tiny Shakespeare, a paragraph a document, a 300-token BPE:
+    enough for a tiny model to train a few steps on."""
+    from refinery.pipelines.engine.recipe import load_recipe
+    from refinery.pipelines.engine.run import run_recipe
+
+    folder = tmp_path_factory.mktemp("shakespeare")
+    (folder / "text.txt").write_text((data_dir / "text/tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000])
+    recipe = {"name": "shakespeare", "output": "out", "inputs": [{"path": "text.txt", "unit": "paragraph"}],
+              "stages": [{"tokenize": {"vocab_size": 300, "validation_fraction": 0.1}}]}
+    (folder / "r.yaml").write_text(yaml.safe_dump(recipe))
+    return run_recipe(load_recipe(folder / "r.yaml"), workers=1, progress=False).run_dir / "tokens"

@@ -13,11 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
-from refinery.pipelines.engine.recipe import load_recipe
-from refinery.pipelines.engine.run import run_recipe
 from refinery.training.model import GPTConfig
 
 SCRIPT = Path(__file__).parent / "benchmarks" / "bench_train_gpu.py"
@@ -30,20 +27,10 @@ def bench_module():
     return module
 
 
-@pytest.fixture(scope="module")
-def tokens(data_dir, tmp_path_factory):
-    """The first 60,000 characters of Tiny Shakespeare, a paragraph a document, as shards of a 300-token BPE."""
-    folder = tmp_path_factory.mktemp("gpu-bench")
-    (folder / "text.txt").write_text((data_dir / "text/tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000])
-    recipe = {"name": "gpu-bench", "output": "out", "inputs": [{"path": "text.txt", "unit": "paragraph"}],
-              "stages": [{"tokenize": {"vocab_size": 300, "validation_fraction": 0.1}}]}
-    (folder / "r.yaml").write_text(json.dumps(recipe))
-    return run_recipe(load_recipe(folder / "r.yaml"), workers=1, progress=False).run_dir / "tokens"
-
-
-def test_it_trains_on_the_cpu_and_prints_tokens_per_second_and_mfu_every_interval(tokens):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tokens), "--size", "tiny", "--seq-len", "64",
-                           "--batch-size", "4", "--steps", "6", "--log-interval", "2", "--device", "cpu"],
+def test_it_trains_on_the_cpu_and_prints_tokens_per_second_and_mfu_every_interval(shakespeare_shards):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--data", str(shakespeare_shards), "--size", "tiny",
+                           "--seq-len", "64", "--batch-size", "4", "--steps", "6", "--log-interval", "2",
+                           "--device", "cpu"],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = re.findall(r"step +(\d+)/6 \| loss ([\d.]+) \| ([\d,]+) tokens/s \| MFU ([\d.]+)% \|", done.stdout)

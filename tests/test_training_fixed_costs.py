@@ -9,27 +9,13 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
-from refinery.pipelines.engine.recipe import load_recipe
-from refinery.pipelines.engine.run import run_recipe
 from refinery.training.config import TrainConfig
 from refinery.training.logs import TrainingLog
 from refinery.training.model import GPT, GPT_PRESETS, LSTM, GPTConfig, LSTMConfig
 from refinery.training.optim import PlainAdamW
 from refinery.training.train import cpu_threads, train
-
-
-@pytest.fixture(scope="module")
-def tokens(data_dir, tmp_path_factory):
-    """The first 60,000 characters of Tiny Shakespeare, a paragraph a document, as shards of a 300-token BPE."""
-    folder = tmp_path_factory.mktemp("fixed-costs")
-    (folder / "text.txt").write_text((data_dir / "text/tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000])
-    recipe = {"name": "fixed-costs", "output": "out", "inputs": [{"path": "text.txt", "unit": "paragraph"}],
-              "stages": [{"tokenize": {"vocab_size": 300, "validation_fraction": 0.1}}]}
-    (folder / "r.yaml").write_text(json.dumps(recipe))
-    return run_recipe(load_recipe(folder / "r.yaml"), workers=1, progress=False).run_dir / "tokens"
 
 
 def _groups(model):
@@ -68,13 +54,14 @@ def test_plain_adamw_gives_torch_adamws_weights_and_state_bit_for_bit():
     assert back.state_dict()["param_groups"] == mine["param_groups"]
 
 
-def test_a_cpu_run_imports_no_dynamo_and_draws_its_plot_once(tokens, tmp_path):
+def test_a_cpu_run_imports_no_dynamo_and_draws_its_plot_once(shakespeare_shards, tmp_path):
     probe = ("import sys, json\nfrom refinery.training.config import TrainConfig\n"
              "from refinery.training.train import train\nimport refinery.training.logs as logs\n"
              "drawn = []\nplot = logs.TrainingLog.plot\n"
              "logs.TrainingLog.plot = lambda self, *a: (drawn.append(1), plot(self, *a))\n"
-             f"train(TrainConfig(data=[{str(tokens)!r}], out={str(tmp_path / 'm')!r}, seq_len=32, batch_size=4, "
-             "max_steps=6, eval_interval=2, eval_batches=2, checkpoint_interval=0, device='cpu'), progress=False)\n"
+             f"train(TrainConfig(data=[{str(shakespeare_shards)!r}], out={str(tmp_path / 'm')!r}, seq_len=32, "
+             "batch_size=4, max_steps=6, eval_interval=2, eval_batches=2, checkpoint_interval=0, device='cpu'), "
+             "progress=False)\n"
              "print(json.dumps(['torch._dynamo' in sys.modules, 'torch._inductor' in sys.modules, len(drawn)]))\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -95,9 +82,9 @@ def test_auto_threads_are_one_for_small_models_and_torchs_own_for_larger(monkeyp
     assert cpu_threads("auto", tiny) is None  # the user's environment decides
 
 
-def test_train_uses_its_threads_and_gives_the_callers_back(tokens, tmp_path):
+def test_train_uses_its_threads_and_gives_the_callers_back(shakespeare_shards, tmp_path):
     seen = []
-    config = TrainConfig(data=[str(tokens)], out=str(tmp_path / "m"), seq_len=32, batch_size=4, max_steps=2,
+    config = TrainConfig(data=[str(shakespeare_shards)], out=str(tmp_path / "m"), seq_len=32, batch_size=4, max_steps=2,
                          eval_interval=0, eval_batches=1, checkpoint_interval=0, device="cpu", threads=1)
     before = torch.get_num_threads()
     original = torch.nn.utils.clip_grad_norm_
@@ -109,10 +96,11 @@ def test_train_uses_its_threads_and_gives_the_callers_back(tokens, tmp_path):
     assert seen == [1, 1] and torch.get_num_threads() == before
 
 
-def test_refinery_train_defaults_to_auto_threads(tokens, tmp_path):
+def test_refinery_train_defaults_to_auto_threads(shakespeare_shards, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    done = subprocess.run([sys.executable, "-m", "refinery.pipelines", "train", "--data", str(tokens), "--out",
-                           str(tmp_path / "m"), "--max-steps", "2", "--seq-len", "32", "--device", "cpu", "-q"],
+    done = subprocess.run([sys.executable, "-m", "refinery.pipelines", "train", "--data", str(shakespeare_shards),
+                           "--out", str(tmp_path / "m"), "--max-steps", "2", "--seq-len", "32", "--device", "cpu",
+                           "-q"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     start = json.loads((tmp_path / "m/log.jsonl").read_text().splitlines()[0])

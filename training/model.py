@@ -138,18 +138,24 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than the model's block_size {self.config.block_size}")
-        attn_mask = None
-        if doc_ids is None and self.config.document_attention:
-            doc_ids = document_ids(idx, self.config.eos_id)
-        if doc_ids is not None:
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-            attn_mask = (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)  # (B, 1, T, T)
+        attention = self.attention_input(idx, doc_ids)
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         x = self.dropout(self.embed(idx))
         for block in self.blocks:
-            x = block(x, cos, sin, attn_mask)
+            x = block(x, cos, sin, attention)
         logits = self.head(self.norm(x))
         return logits, (None if targets is None else lm_loss(logits, targets, loss_mask))
+
+    def attention_input(self, idx: torch.Tensor, doc_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """What every attention layer is given besides its input: None (causal), or a (B, 1, T, T) mask that keeps
+        each token within its document."""
+        if doc_ids is None and self.config.document_attention:
+            doc_ids = document_ids(idx, self.config.eos_id)
+        if doc_ids is None:
+            return None
+        T = idx.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+        return (causal & (doc_ids[:, :, None] == doc_ids[:, None, :])).unsqueeze(1)
 
 
 class LSTM(nn.Module):

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from refinery.training.config import TrainConfig, model_config_for
 from refinery.training.data import TrainingData
-from refinery.training.model import GPT, CausalSelfAttention, apply_rope, count_parameters, document_ids, lm_loss
+from refinery.training.model import GPT, CausalSelfAttention, apply_rope, count_parameters, document_ids
 from refinery.training.train import lr_at, make_optimizer
 
 ATTENTION = ("flex", "varlen", "segments", "dense", "causal")
@@ -117,15 +117,8 @@ class BenchGPT(GPT):
         for block in self.blocks:
             block.attn.__class__ = DocumentAttention
 
-    def forward(self, idx, targets=None, loss_mask=None, doc_ids=None):
-        T = idx.shape[1]
-        documents = Documents(idx, self.config.eos_id, self.attention)
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
-        x = self.dropout(self.embed(idx))
-        for block in self.blocks:
-            x = block(x, cos, sin, documents)
-        logits = self.head(self.norm(x))
-        return logits, (None if targets is None else lm_loss(logits, targets, loss_mask))
+    def attention_input(self, idx, doc_ids):
+        return Documents(idx, self.config.eos_id, self.attention)
 
 
 class PrefetchLoader:
