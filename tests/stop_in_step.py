@@ -17,7 +17,7 @@ class StopInStep(Executor):
         self.inner, self.step, self.given = create_executor("local", workers=2), step, []
 
     def map(self, fn, jobs, on_progress, describe):
-        self.given += [(job.step, job.partition) for job in jobs if isinstance(job, FinishJob)]
+        self.given += [(job.step, job.part) for job in jobs if isinstance(job, FinishJob)]
         for job, result in self.inner.map(fn, jobs, on_progress, describe):
             yield job, result
             if isinstance(job, FinishJob) and job.step == self.step:

@@ -26,7 +26,7 @@ class Recording(Executor):
         self.partitions: list[int] = []
 
     def map(self, fn, jobs, on_progress, describe):
-        self.partitions += [job.partition for job in jobs if isinstance(job, FinishJob)]
+        self.partitions += [job.part for job in jobs if isinstance(job, FinishJob)]
         yield from self.inner.map(fn, jobs, on_progress, describe)
 
 

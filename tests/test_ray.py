@@ -88,7 +88,7 @@ class Watching(Executor):
         self.hook(number, 0)
         for finished, (job, result) in enumerate(self.inner.map(self.wrap(fn), jobs, progress, describe), 1):
             # (a partitioned finish is a map of its own, of FinishJobs, numbered by partition)
-            self.events.append((number, "done", getattr(job, "task_index", getattr(job, "partition", -1))))
+            self.events.append((number, "done", getattr(job, "task_index", getattr(job, "part", -1))))
             self.hook(number, finished)
             yield job, result
 

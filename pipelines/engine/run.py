@@ -192,7 +192,7 @@ def _describe(job: TaskJob) -> str:
 
 def _describe_finish(job: FinishJob) -> str:
     part = "partition" if job.step == "partition" else f"part of step '{job.step}'"
-    return f"{part} {job.partition} of {job.stage.key}'s finish"
+    return f"{part} {job.part} of {job.stage.key}'s finish"
 
 
 def _run_segment(segment: Segment, passes: int, jobs: list[TaskJob], layout: RunLayout, executor: Executor,

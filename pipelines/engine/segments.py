@@ -269,12 +269,12 @@ class FinishJob:
     run_dir: str
     stage: StageSpec
     recipe_dir: str
-    partition: int  # the part
+    part: int
     collected: list[str]
     step: str = "partition"
 
     def marker(self, layout: RunLayout) -> Path:
-        return layout.stage_work(self.stage.key) / "finished" / f"{self.step}-{self.partition:05d}.json"
+        return layout.stage_work(self.stage.key) / "finished" / f"{self.step}-{self.part:05d}.json"
 
 
 def run_finish(job: FinishJob, report: Callable[[int], None]) -> dict[str, Any]:
@@ -285,8 +285,8 @@ def run_finish(job: FinishJob, report: Callable[[int], None]) -> dict[str, Any]:
         return read_json(marker)
     started = time.perf_counter()
     stage = build_stage(job.stage, RunContext(Path(job.run_dir), Path(job.recipe_dir)))
-    stage.run_step(job.step, job.partition, [Path(f) for f in job.collected], layout.stage_work(job.stage.key))
-    result = {"step": job.step, "partition": job.partition, "seconds": round(time.perf_counter() - started, 3)}
+    stage.run_step(job.step, job.part, [Path(f) for f in job.collected], layout.stage_work(job.stage.key))
+    result = {"step": job.step, "part": job.part, "seconds": round(time.perf_counter() - started, 3)}
     write_json(marker, result)
     report(1)
     return result
