@@ -185,7 +185,7 @@ def test_the_index_is_built_once_then_loaded_from_the_users_cache(data_dir, arti
     monkeypatch.undo()
     monkeypatch.setenv("REFINERY_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(decontaminate, "_INDEXES", {})
-    (entries[0] / "arrays.npz").write_bytes(b"not an npz")
+    (entries[0] / "bitmap.npy").write_bytes(b"not an array")
     with pytest.warns(UserWarning, match="rebuilding the cached evaluation index"):
         assert _stage(tmp_path).process(docs).removed.equals(built)
     assert EvalIndex.load(entries[0]).items == a.items

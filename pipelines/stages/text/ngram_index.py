@@ -120,12 +120,13 @@ class EvalIndex:
         return index
 
     def save(self, folder: Path) -> None:
-        """Write the index into an empty `folder`: its arrays (numpy's .npz, no pickle), its vocabulary (Arrow IPC)
+        """Write the index into an empty `folder`: an .npy file per array (no pickle), the vocabulary (Arrow IPC)
         and the rest (JSON)."""
         arrays = {"ids": self.ids, "bitmap": self.bitmap}
         for size, group in self.groups.items():
             arrays |= {f"{size}.hashes": group.hashes, f"{size}.items": group.items, f"{size}.starts": group.starts}
-        np.savez(folder / "arrays.npz", **arrays)
+        for name, array in arrays.items():
+            np.save(folder / f"{name}.npy", array, allow_pickle=False)
         with pa.OSFile(str(folder / "vocabulary.arrow"), "wb") as sink, \
                 pa.ipc.new_file(sink, pa.schema([("token", self.vocabulary.type)])) as writer:
             writer.write_table(pa.table({"token": self.vocabulary}))
@@ -135,15 +136,18 @@ class EvalIndex:
 
     @classmethod
     def load(cls, folder: Path) -> EvalIndex:
-        """The index `save` wrote."""
+        """The index `save` wrote, its arrays memory-mapped: the worker processes of a machine share one copy."""
         meta = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        with np.load(folder / "arrays.npz", allow_pickle=False) as arrays, \
-                pa.OSFile(str(folder / "vocabulary.arrow"), "rb") as source:
+
+        def array(name: str) -> np.ndarray:
+            return np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+        with pa.OSFile(str(folder / "vocabulary.arrow"), "rb") as source:
             vocabulary = pa.ipc.open_file(source).read_all().column("token").combine_chunks()
-            groups = {size: _Group(arrays[f"{size}.hashes"], arrays[f"{size}.items"], arrays[f"{size}.starts"])
-                      for size in meta["groups"]}
-            return cls([ItemRef(*item) for item in meta["items"]], vocabulary, arrays["ids"], groups,
-                       meta["ngrams_per_benchmark"], meta["template_ngrams"], arrays["bitmap"])
+        groups = {size: _Group(array(f"{size}.hashes"), array(f"{size}.items"), array(f"{size}.starts"))
+                  for size in meta["groups"]}
+        return cls([ItemRef(*item) for item in meta["items"]], vocabulary, array("ids"), groups,
+                   meta["ngrams_per_benchmark"], meta["template_ngrams"], array("bitmap"))
 
     def _group(self, hashes: np.ndarray, owners: np.ndarray, starts: np.ndarray, benchmark_of: np.ndarray,
                template_items: int) -> _Group:
