@@ -23,16 +23,14 @@ from refinery.pipelines.stages.text import ngram_index
 from refinery.pipelines.stages.text.ngram_index import EvalIndex
 
 KEEP = 8
-# The code an index is made by: a change to it makes every cached index stale.
-_INDEX_CODE = (Path(ngram_index.__file__), Path(evalsets.__file__))
+# The code an index is made and read by, as this process loaded it (a file changed on disk since, by an upgrade
+# during a run, is another process's code): a change to it makes every cached index stale.
+_CODE = hashlib.sha256(b"".join(Path(module.__file__).read_bytes() for module in (ngram_index, evalsets))).digest()
 _ENTRY = re.compile(r"[0-9a-f]{24}")
 
 
 def entry_name(key: tuple) -> str:
-    digest = hashlib.sha256(repr(key).encode())
-    for path in _INDEX_CODE:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:24]
+    return hashlib.sha256(repr(key).encode() + _CODE).hexdigest()[:24]
 
 
 def cached_index(key: tuple, build: Callable[[], EvalIndex]) -> EvalIndex:
